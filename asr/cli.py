@@ -1,0 +1,64 @@
+"""The `asr` command: one subcommand per module in `asr.commands`.
+
+Each command module defines `HELP` (one line), `add_arguments(parser)` and
+`run(args) -> int`. Modules are imported only when their command runs, so
+`asr --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from asr.errors import AsrError
+
+# name -> (module, one-line help). Order is the order shown by `asr --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("asr.commands.validate", "check a manifest: missing/unreadable audio, empty text, durations, OOV"),
+    "shard": ("asr.commands.shard", "write a manifest as WebDataset tar shards with an index"),
+    "import-kaldi": ("asr.commands.import_kaldi", "turn a Kaldi data directory into a JSON Lines manifest"),
+    "vocab": ("asr.commands.vocab", "build a character vocabulary file from manifests"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; subcommand parsers are filled in on demand."""
+    parser = argparse.ArgumentParser(prog="asr", description="Listen, Attend and Spell speech recognition toolkit.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `asr` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    known, rest = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 0 if not rest else 2
+    module = importlib.import_module(COMMANDS[known.command][0])
+    sub = argparse.ArgumentParser(prog=f"asr {known.command}", description=module.HELP)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if known.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(module.run(args) or 0)
+    except AsrError as err:
+        print(f"asr {known.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"asr {known.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Shared fixtures: where the real speech data lives, and small synthetic audio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ENV = "ASR_TEST_DATA"
+
+
+def shared_data_dir() -> Path:
+    """The real speech sets: $ASR_TEST_DATA, else ../shared/data beside the checkout."""
+    return Path(os.environ.get(DATA_ENV, REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not (path / "fsdd").is_dir() or not (path / "speechocean762").is_dir():
+        pytest.skip(f"real speech data not found at {path} (set {DATA_ENV} to the folder holding fsdd/ and speechocean762/)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir(data_dir: Path) -> Path:
+    return data_dir / "fsdd"
+
+
+@pytest.fixture(scope="session")
+def so762_dir(data_dir: Path) -> Path:
+    return data_dir / "speechocean762"
