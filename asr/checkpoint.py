@@ -25,8 +25,12 @@ class CheckpointError(AsrError):
     """A checkpoint that is missing, truncated or not one of ours."""
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
-    """Write `payload` to `path` atomically: temporary file in the same folder, fsync, rename."""
+def save_checkpoint(payload: dict[str, Any], path: str | Path, *, previous: str | Path | None = None) -> None:
+    """Write `payload` to `path` atomically: temporary file in the same folder, fsync, rename.
+
+    With `previous`, an existing `path` is renamed to it just before the new file takes its
+    place, so a crash at any moment leaves at least one complete checkpoint.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,6 +39,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -99,3 +105,20 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def best_checkpoints(run_dir: str | Path, count: int = 0) -> list[Path]:
+    """The best-stepN.pt files of a run, best dev loss first (as ranked in its newest checkpoint)."""
+    run_dir = Path(run_dir)
+    found = load_first_good([p for p in (run_dir / "last.pt", run_dir / "prev.pt") if p.exists()])
+    ranked = [run_dir / name for _, name in found[1]["train_state"].get("best", [])] if found else []
+    ranked = [p for p in ranked if p.exists()] or sorted(run_dir.glob("best-step*.pt"))
+    return ranked[:count] if count > 0 else ranked
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
+    """Write a model file whose weights are the mean of `paths` (config and vocabulary of the first)."""
+    first = load_checkpoint(paths[0])
+    model = {"config": first.get("config", {}), "vocab": first.get("vocab", []),
+             "model": average_state_dicts(paths), "averaged_from": [str(p) for p in paths]}
+    save_checkpoint(model, out)

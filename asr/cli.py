@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shard": ("asr.commands.shard", "write a manifest as WebDataset tar shards with an index"),
     "import-kaldi": ("asr.commands.import_kaldi", "turn a Kaldi data directory into a JSON Lines manifest"),
     "vocab": ("asr.commands.vocab", "build a character vocabulary file from manifests"),
+    "train": ("asr.commands.train", "train a LAS model from a YAML config (alone or under torchrun)"),
+    "average": ("asr.commands.average", "average checkpoints into one model file"),
 }
 
 

@@ -223,6 +223,9 @@ class StreamingLoader:
             pin_memory=cfg.pin_memory,
             worker_init_fn=_worker_init if cfg.num_workers else None,
             prefetch_factor=cfg.prefetch_factor if cfg.num_workers else None,
+            # Its own generator: a DataLoader draws its base seed from the global torch RNG
+            # otherwise, and training must find that RNG exactly as a checkpoint left it.
+            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch),
         )
         self.skipped = self.dropped = 0
         self.position = index = 0

@@ -1,0 +1,444 @@
+"""`fit(cfg)`: train a LAS model, single process or under torchrun, and never lose work.
+
+Reads top to bottom: set-up (device, DDP, seeds), vocabulary and model, resume
+from the run directory, then epochs of (batch -> loss -> backward -> update),
+with logs, validation, plots and checkpoints at the configured intervals.
+
+Exact resume: the loader's order is a pure function of (seed, epoch), so a
+resumed run skips the batches already seen in the epoch, then restores every
+RNG, the optimizer, the schedule and the gradient scaler. On CPU the resumed
+run reaches the same parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from asr import distributed
+from asr.checkpoint import load_first_good, save_checkpoint
+from asr.config import save_config, to_dict
+from asr.data.loader import LoaderConfig, make_loader
+from asr.errors import AsrError
+from asr.features import FrontendConfig
+from asr.metrics import score
+from asr.models.las import LASConfig
+from asr.optim import OptimConfig, Schedule, build_optimizer
+from asr.plots import plot_attention, plot_learning_curves
+from asr.recognizer import build_model, compute_global_cmvn, load_tokenizer
+from asr.search import greedy_search
+from asr.text import NormalizerConfig
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(AsrError):
+    """Training cannot go on (for example the loss keeps being non-finite)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it is batched."""
+
+    train: str  # shards (folder, index file, brace pattern, URLs, pipe:) or a JSON Lines manifest
+    dev: str | None = None  # validation set, same forms
+    vocab: str | None = None  # vocabulary file; None = built from `train` when it is a manifest
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(
+        batch_seconds=120.0, num_workers=2, max_duration=20.0))  # batching; sample_rate follows the front-end
+    cmvn_utterances: int = 1000  # utterances used for the global CMVN statistics
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Length of training, device and precision, and what is written when."""
+
+    epochs: int = 20  # passes over the training data
+    max_steps: int = 0  # stop after this many updates (0 = no limit)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["none", "bf16", "fp16"] = "none"  # mixed precision on CUDA (fp16 uses a gradient scaler)
+    seed: int = 0  # seeds model init, data order, dropout and SpecAugment
+    log_every: int = 20  # updates between JSON Lines log records
+    validate_every: int = 0  # updates between validations (0 = at the end of each epoch)
+    checkpoint_every: int = 0  # updates between `last.pt` writes (0 = at each validation)
+    keep_best: int = 3  # best checkpoints kept by dev loss
+    max_nonfinite: int = 10  # consecutive non-finite updates before training stops
+    plot_utterances: int = 3  # dev utterances shown in the attention plot
+    decode_max_ratio: float = 1.0  # greedy validation decode: max tokens per encoder frame
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything `asr train` needs; stored resolved in the run directory and every checkpoint."""
+
+    data: DataConfig
+    out_dir: str = "exp/run"  # run directory: config, logs, plots, checkpoints
+    text: NormalizerConfig = field(default_factory=NormalizerConfig)  # transcript normalisation
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    model: LASConfig = field(default_factory=LASConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class TrainState:
+    """Counters saved in every checkpoint so a run continues where it stopped."""
+
+    step: int = 0  # optimizer updates done
+    epoch: int = 0  # current epoch
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    nonfinite_total: int = 0  # updates skipped for non-finite gradients
+    nonfinite_run: int = 0  # ... in a row
+    best: list = field(default_factory=list)  # [[dev_loss, file name], ...] ascending
+    history: list = field(default_factory=list)  # log records, for the learning curve
+
+
+def fit(cfg: ExperimentConfig, *, resume: bool | None = None) -> Path:
+    """Train according to `cfg`; returns the run directory. resume=None resumes when last.pt exists."""
+    dist = distributed.setup(cfg.train.device)
+    device = dist.device
+    run_dir = Path(cfg.out_dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    _seed_everything(cfg.train.seed + dist.rank)
+
+    tokenizer = load_tokenizer(cfg.data.vocab, cfg.data.train, cfg.text)
+    model = build_model(cfg.frontend, cfg.model, tokenizer).to(device)
+    optimizer = build_optimizer(model.parameters(), cfg.optim)
+    schedule = Schedule(optimizer, cfg.optim, total_steps=cfg.train.max_steps)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    state = TrainState()
+
+    # Resume: an explicit --resume insists on a checkpoint; by default one is used when present.
+    found = _find_checkpoint(run_dir) if resume is not False else None
+    if resume and found is None:
+        raise TrainingError(f"{run_dir}: --resume given but no readable checkpoint there")
+    if found is not None:
+        path, ckpt = found
+        log.info("resuming from %s (step %d)", path, ckpt["train_state"]["step"])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+        schedule.load_state_dict(ckpt["train_state"]["schedule"])
+        scaler.load_state_dict(ckpt["train_state"]["scaler"])
+        state = _restore_state(ckpt["train_state"])
+    elif cfg.frontend.cmvn == "global":
+        # Identical on every rank: the same first utterances, read in order, no rank split.
+        compute_global_cmvn(model, cfg.data.train, limit=cfg.data.cmvn_utterances, device=device)
+
+    train_model: torch.nn.Module = model
+    if dist.distributed:
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loader = _make_train_loader(cfg, tokenizer, dist)
+    dev_loader = _make_dev_loader(cfg, tokenizer) if cfg.data.dev and dist.is_main else None
+    log_file = (run_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.is_main else None
+    if found is not None:
+        # After building everything that draws from them. Only rank 0's streams are saved (saving
+        # them all would need a collective while ranks may be at different batches): the other
+        # ranks restart theirs from (seed, rank, step), so a resumed multi-process run is
+        # equivalent but not bit-identical to an uninterrupted one.
+        if dist.is_main:
+            _restore_rng(ckpt["train_state"]["rng"])
+        else:
+            _seed_everything(cfg.train.seed + 1000003 * dist.rank + state.step)
+
+    def checkpoint(best_loss: float | None = None) -> None:
+        """Rank 0 writes last.pt (the previous one kept as prev.pt) and, when among the best, best-stepN.pt."""
+        if not dist.is_main:
+            return
+        is_best = best_loss is not None and _rank_best(run_dir, state, best_loss, cfg.train.keep_best)
+        payload = _payload(cfg, tokenizer, model, optimizer, schedule, scaler, state)
+        save_checkpoint(payload, run_dir / "last.pt", previous=run_dir / "prev.pt")
+        if is_best:
+            save_checkpoint(payload, run_dir / f"best-step{state.step}.pt")
+
+    def validate_and_report() -> None:
+        """Dev loss, greedy CER/WER, plots and a checkpoint (rank 0 evaluates, others wait)."""
+        record = None
+        if dev_loader is not None:
+            record = validate(model, dev_loader, tokenizer, cfg, device, amp_dtype if use_amp else None, run_dir)
+            record.update(kind="valid", step=state.step, epoch=state.epoch)
+            state.history.append(record)
+            _write_log(log_file, record)
+            schedule.observe(record["dev_loss"])
+            plot_learning_curves(state.history, run_dir / "plots" / "learning_curve.png")
+            log.info("step %d: dev loss %.4f, CER %.2f%%, WER %.2f%%", state.step,
+                     record["dev_loss"], record["dev_cer"], record["dev_wer"])
+        checkpoint(record["dev_loss"] if record else None)
+
+    progress = _progress(dist, state, cfg)
+    meter = _Throughput()
+    accum = max(1, cfg.optim.accum_steps)
+    saved_at = state.step if found is not None else -1
+    model.train()
+    while state.epoch < cfg.train.epochs and not _reached_max(cfg, state):
+        loader.set_epoch(state.epoch)
+        # Skips the batches trained on before a resume; each batch comes with its position in the
+        # epoch (read as it arrives: _with_last looks one batch ahead).
+        batches = ((b, loader.position) for b in loader.iter_from(state.batch_in_epoch))
+        micro = 0
+        with _join(train_model, dist):
+            for (batch, position), is_last in _with_last(batches):
+                batch = batch.to(device)
+                state.batch_in_epoch = position
+                micro += 1
+                sync = micro % accum == 0 or is_last  # gradients are all-reduced on this batch only
+                with _no_sync(train_model, not sync), torch.autocast(device.type, amp_dtype, enabled=use_amp):
+                    out = train_model(batch.waves, batch.wave_lengths, batch.targets, batch.target_lengths)
+                scaler.scale(out["loss"] / accum).backward()
+                meter.add(len(batch.ids), float(batch.wave_lengths.sum()) / cfg.frontend.features.sample_rate)
+                if not sync:
+                    continue
+                micro = 0
+                grad_norm = _update(model, optimizer, scaler, cfg, state)
+                schedule.step()
+                state.step += 1
+                if state.step % cfg.train.log_every == 0 or state.step == 1:
+                    record = {"kind": "train", "step": state.step, "epoch": state.epoch,
+                              **{k: _item(v) for k, v in out.items() if k in LOGGED},
+                              "grad_norm": grad_norm, "lr": schedule.lr, **meter.rates(),
+                              "skipped_audio": loader.skipped, "dropped": loader.dropped,
+                              "nonfinite": state.nonfinite_total}
+                    if dist.is_main:
+                        state.history.append(record)
+                        _write_log(log_file, record)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{_item(out['loss']):.3f}", utt_s=f"{meter.last_rate:.1f}")
+                if cfg.train.validate_every and state.step % cfg.train.validate_every == 0:
+                    validate_and_report()
+                    saved_at = state.step
+                elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+                    checkpoint()
+                    saved_at = state.step
+                if _reached_max(cfg, state):
+                    break
+        if _reached_max(cfg, state):
+            break
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        if not cfg.train.validate_every:
+            validate_and_report()
+            saved_at = state.step
+    if saved_at != state.step:
+        validate_and_report()
+    if progress is not None:
+        progress.close()
+    if log_file is not None:
+        log_file.close()
+    if dist.is_main and (loader.skipped or loader.dropped):
+        log.warning("this run skipped %d corrupt audio members and dropped %d utterances outside "
+                    "the duration limits (counts of the last epoch)", loader.skipped, loader.dropped)
+    distributed.teardown(dist)
+    return run_dir
+
+
+LOGGED = ("loss", "att_loss", "ctc_loss", "accuracy")  # model outputs written to the training log
+
+
+@torch.no_grad()
+def validate(model, loader, tokenizer, cfg: ExperimentConfig, device: torch.device,
+             amp_dtype: torch.dtype | None, run_dir: Path | None = None) -> dict[str, Any]:
+    """Dev loss (per utterance average) and greedy CER/WER; plots attention of a few utterances."""
+    was_training = model.training
+    model.eval()
+    loss_sum, utts, refs, hyps = 0.0, 0, [], []
+    longest = None  # (batch, enc, enc_lengths) of the batch with the longest audio, for the plot
+    for batch in loader:
+        batch = batch.to(device)
+        with torch.autocast(device.type, amp_dtype, enabled=amp_dtype is not None):
+            enc, enc_lengths = model.encode(batch.waves, batch.wave_lengths)
+            out = model.loss(enc, enc_lengths, batch.targets, batch.target_lengths)
+            tokens = greedy_search(model, enc, enc_lengths, max_len_ratio=cfg.train.decode_max_ratio)
+        loss_sum += float(out["loss"]) * len(batch.ids)
+        utts += len(batch.ids)
+        refs += [tokenizer.normalize(t) for t in batch.texts]
+        hyps += [tokenizer.decode(t) for t in tokens]
+        if longest is None or batch.waves.shape[1] > longest[0].waves.shape[1]:
+            longest = (batch, enc, enc_lengths)
+    if run_dir is not None and longest is not None and cfg.train.plot_utterances > 0:
+        _plot_alignments(model, *longest, tokenizer, cfg.train.plot_utterances, run_dir)
+    model.train(was_training)
+    scores = score(refs, hyps)
+    return {"dev_loss": loss_sum / max(utts, 1), "dev_cer": scores["cer"], "dev_wer": scores["wer"],
+            "dev_utterances": utts, "examples": [[r, h] for r, h in list(zip(refs, hyps))[:3]]}
+
+
+def _plot_alignments(model, batch, enc, enc_lengths, tokenizer, count: int, run_dir: Path) -> None:
+    """Teacher-forced attention of the first `count` utterances of a dev batch, as a PNG."""
+    n = min(count, len(batch.ids))
+    tokens_in, _, _ = model.teacher_inputs(batch.targets[:n], batch.target_lengths[:n])
+    _, weights = model.speller(enc[:n], enc_lengths[:n], tokens_in)
+    panels = [weights[i, : int(batch.target_lengths[i]) + 1, : int(enc_lengths[i])].float().cpu().numpy()
+              for i in range(n)]
+    titles = [f"{batch.ids[i]}: {batch.texts[i]}" for i in range(n)]
+    plot_attention(panels, titles, run_dir / "plots" / "attention.png")
+
+
+class _Throughput:
+    """Utterances and seconds of audio per wall-clock second since the last report."""
+
+    def __init__(self) -> None:
+        self.utts, self.seconds, self.start, self.last_rate = 0, 0.0, time.perf_counter(), 0.0
+
+    def add(self, utts: int, seconds: float) -> None:
+        self.utts += utts
+        self.seconds += seconds
+
+    def rates(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {"utt_per_s": self.utts / elapsed, "audio_s_per_s": self.seconds / elapsed}
+        self.last_rate = out["utt_per_s"]
+        self.utts, self.seconds, self.start = 0, 0.0, time.perf_counter()
+        return out
+
+
+def _update(model, optimizer, scaler, cfg: ExperimentConfig, state: TrainState) -> float:
+    """Clip and apply the summed gradients; skip (and count) an update whose gradients are not finite."""
+    scaler.unscale_(optimizer)
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    if math.isfinite(grad_norm) or scaler.is_enabled():
+        scaler.step(optimizer)  # the fp16 scaler skips non-finite steps itself and lowers its scale
+        scaler.update()
+        state.nonfinite_run = 0
+    else:
+        state.nonfinite_total += 1
+        state.nonfinite_run += 1
+        log.warning("step %d: non-finite gradient norm, update skipped (%d so far, %d in a row)",
+                    state.step + 1, state.nonfinite_total, state.nonfinite_run)
+        if state.nonfinite_run >= cfg.train.max_nonfinite:
+            raise TrainingError(f"the loss was non-finite for {state.nonfinite_run} updates in a row "
+                                f"(step {state.step + 1}); lower optim.lr or check the data")
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def _reached_max(cfg: ExperimentConfig, state: TrainState) -> bool:
+    return bool(cfg.train.max_steps) and state.step >= cfg.train.max_steps
+
+
+def _with_last(iterable) -> Iterator[tuple[Any, bool]]:
+    """Yield (item, is_last) so the final batch of an epoch can close a gradient accumulation."""
+    it = iter(iterable)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for nxt in it:
+        yield current, False
+        current = nxt
+    yield current, True
+
+
+def _join(model, dist):
+    """DDP's join: ranks that run out of batches first shadow the others' all-reduces."""
+    return model.join() if dist.distributed else contextlib.nullcontext()
+
+
+def _no_sync(model, skip: bool):
+    return model.no_sync() if skip and isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+
+def _make_train_loader(cfg: ExperimentConfig, tokenizer, dist):
+    return make_loader(cfg.data.train, cfg.data.loader, tokenizer=tokenizer, rank=dist.rank,
+                       world_size=dist.world_size, sample_rate=cfg.frontend.features.sample_rate)
+
+
+def _make_dev_loader(cfg: ExperimentConfig, tokenizer):
+    """The whole dev set, in order, on this process (no rank split, no duration filter)."""
+    return make_loader(cfg.data.dev, cfg.data.loader, tokenizer=tokenizer, rank=0, world_size=1,
+                       sample_rate=cfg.frontend.features.sample_rate, shuffle=False, max_duration=None,
+                       min_duration=None, drop_last=False)
+
+
+def _progress(dist, state: TrainState, cfg: ExperimentConfig):
+    if not dist.is_main:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(initial=state.step, total=cfg.train.max_steps or None, unit="step", dynamic_ncols=True,
+                desc="train")
+
+
+def _write_log(log_file, record: dict) -> None:
+    if log_file is not None:
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+
+
+def _item(value) -> float | None:
+    if value is None:
+        return None
+    return float(value.detach()) if torch.is_tensor(value) else float(value)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _payload(cfg, tokenizer, model, optimizer, schedule, scaler, state: TrainState) -> dict[str, Any]:
+    return {
+        "config": to_dict(cfg),
+        "vocab": list(tokenizer.symbols),
+        "model": model.state_dict(),
+        "train_state": {
+            "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
+            "nonfinite_total": state.nonfinite_total, "nonfinite_run": state.nonfinite_run,
+            "best": state.best, "history": state.history,
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(), "rng": _rng_state(),
+        },
+    }
+
+
+def _restore_state(saved: dict[str, Any]) -> TrainState:
+    return TrainState(step=saved["step"], epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"],
+                      nonfinite_total=saved["nonfinite_total"], nonfinite_run=saved["nonfinite_run"],
+                      best=[list(b) for b in saved["best"]], history=list(saved["history"]))
+
+
+def _find_checkpoint(run_dir: Path):
+    """Newest readable checkpoint of the run: last.pt, prev.pt, then best-* by step (newest first)."""
+    best = sorted(run_dir.glob("best-step*.pt"), key=lambda p: int(p.stem.split("step")[-1]), reverse=True)
+    candidates = [p for p in [run_dir / "last.pt", run_dir / "prev.pt", *best] if p.exists()]
+    return load_first_good(candidates) if candidates else None
+
+
+def _rank_best(run_dir: Path, state: TrainState, dev_loss: float, keep: int) -> bool:
+    """Enter this step in the best-`keep` list by dev loss, delete files that fell out; True if kept."""
+    if keep <= 0:
+        return False
+    entry = [dev_loss, f"best-step{state.step}.pt"]
+    ranked = sorted(state.best + [entry], key=lambda b: b[0])
+    for _, old in ranked[keep:]:
+        (run_dir / old).unlink(missing_ok=True)
+    state.best = ranked[:keep]
+    return entry in state.best

@@ -1,0 +1,164 @@
+"""Training end to end on real speech: overfitting, exact resume after SIGKILL, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from asr.checkpoint import load_checkpoint
+from asr.config import from_dict
+from asr.data.manifest import read_manifest, write_manifest
+from asr.recognizer import load_model
+from asr.train import ExperimentConfig, _find_checkpoint, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(manifest: Path, run_dir: Path, **sections) -> dict:
+    """A small model on 40 mel bins; sections override the defaults (plain dicts, as YAML would)."""
+    cfg = {
+        "data": {"train": str(manifest), "dev": str(manifest),
+                 "loader": {"batch_seconds": 30.0, "num_workers": 0, "shuffle_buffer": 16, "bucket_buffer": 16}},
+        "out_dir": str(run_dir),
+        "frontend": {"features": {"n_mels": 40}, "cmvn": "global"},
+        "model": {
+            "listener": {"layers": 2, "hidden": 64, "reduce": [2, 2], "projection": 64},
+            "speller": {"embed_dim": 32, "hidden": 96, "attention": {"dim": 64, "conv_channels": 4, "conv_kernel": 15}},
+            "ctc_weight": 0.2, "label_smoothing": 0.0,
+        },
+        "optim": {"lr": 3e-3, "schedule": "constant"},
+        "train": {"epochs": 1000, "max_steps": 10, "log_every": 5, "plot_utterances": 2},
+    }
+    for name, values in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def eight_utterances(tmp_path_factory, so762_dir: Path) -> Path:
+    """The 8 shortest distinct speechocean762 training sentences, as a manifest with absolute paths."""
+    utts = sorted(read_manifest(so762_dir / "train.jsonl"), key=lambda u: u.duration)
+    chosen, texts = [], set()
+    for utt in utts:
+        if utt.text not in texts and len(utt.text.split()) >= 2:
+            chosen.append(utt)
+            texts.add(utt.text)
+        if len(chosen) == 8:
+            break
+    path = tmp_path_factory.mktemp("eight") / "train.jsonl"
+    write_manifest(chosen, path)
+    return path
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path):
+    torch.set_num_threads(2)
+    cfg = from_dict(ExperimentConfig, tiny_config(
+        eight_utterances, tmp_path / "run", train={"max_steps": 250, "validate_every": 50}))
+    fit(cfg)
+    valid = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    valid = [r for r in valid if r["kind"] == "valid"]
+    assert valid[-1]["dev_cer"] == 0.0, valid[-1]
+    assert (tmp_path / "run" / "plots" / "attention.png").stat().st_size > 0
+    assert (tmp_path / "run" / "plots" / "learning_curve.png").stat().st_size > 0
+    # The checkpoint alone rebuilds the recognizer, which transcribes the files.
+    recognizer = load_model(tmp_path / "run" / "last.pt")
+    utts = read_manifest(eight_utterances)
+    assert recognizer.transcribe([u.audio for u in utts[:3]]) == [u.text for u in utts[:3]]
+
+
+def _train_cmd(config: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "asr", "train", str(config), *extra]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(eight_utterances, tmp_path):
+    steps = 12
+    # 4 batches an epoch, a checkpoint every 3 updates: the kill lands mid-epoch.
+    base = tiny_config(eight_utterances, tmp_path / "x", data={"dev": None, "train": str(eight_utterances),
+                       "loader": {"batch_seconds": 30.0, "max_batch_size": 2, "num_workers": 0,
+                                  "shuffle_buffer": 4, "bucket_buffer": 4}},
+                       train={"max_steps": steps, "checkpoint_every": 3, "validate_every": 1000, "log_every": 1},
+                       frontend={"features": {"n_mels": 40}, "cmvn": "global",
+                                 "specaug": {"freq_masks": 1, "freq_width": 5, "time_masks": 1}},
+                       model={**tiny_config(eight_utterances, tmp_path)["model"],
+                              "listener": {"layers": 2, "hidden": 32, "reduce": [2, 2], "projection": 32,
+                                           "dropout": 0.1}})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    straight = tmp_path / "straight.yaml"
+    straight.write_text(yaml.safe_dump({**base, "out_dir": str(tmp_path / "straight")}))
+    subprocess.run(_train_cmd(straight), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed.yaml"
+    run_dir = tmp_path / "killed"
+    killed.write_text(yaml.safe_dump({**base, "out_dir": str(run_dir)}))
+    proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "prev.pt").exists():  # at least two checkpoints written: kill mid-run
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    killed_at = _find_checkpoint(run_dir)[1]["train_state"]  # what the resumed run starts from
+    assert killed_at["step"] < steps and killed_at["batch_in_epoch"] > 0
+
+    subprocess.run(_train_cmd(killed), check=True, env=env, capture_output=True)  # resumes from last.pt
+    resumed, reference = _params(run_dir / "last.pt"), _params(tmp_path / "straight" / "last.pt")
+    assert load_checkpoint(run_dir / "last.pt")["train_state"]["step"] == steps
+    for name in reference:
+        assert torch.allclose(resumed[name], reference[name], atol=1e-6, rtol=0), name
+
+
+def test_truncated_last_checkpoint_falls_back_to_previous(eight_utterances, tmp_path, caplog):
+    cfg = from_dict(ExperimentConfig, tiny_config(
+        eight_utterances, tmp_path / "run", data={"dev": None, "train": str(eight_utterances),
+                                                  "loader": {"num_workers": 0, "batch_seconds": 8.0}},
+        train={"max_steps": 4, "checkpoint_every": 2}))
+    fit(cfg)
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    cfg = from_dict(ExperimentConfig, {**tiny_config(eight_utterances, tmp_path / "run",
+                                                     data={"dev": None, "train": str(eight_utterances),
+                                                           "loader": {"num_workers": 0, "batch_seconds": 8.0}}),
+                                       "train": {"max_steps": 6, "checkpoint_every": 2}})
+    with caplog.at_level("WARNING"):
+        fit(cfg)
+    assert "last.pt" in caplog.text and "skipping checkpoint" in caplog.text
+    assert load_checkpoint(last)["train_state"]["step"] == 6
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_stay_in_step_and_split_the_data(eight_utterances, tmp_path):
+    config = tmp_path / "ddp.yaml"
+    cfg = tiny_config(eight_utterances, tmp_path / "ddp", data={"dev": None, "train": str(eight_utterances),
+                      "loader": {"batch_seconds": 6.0, "num_workers": 0, "shuffle_buffer": 4, "bucket_buffer": 4}},
+                      train={"max_steps": 0, "epochs": 2, "log_every": 1})
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(REPO / "tests" / "ddp_worker.py"), str(config), str(tmp_path / "dump")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [torch.load(tmp_path / "dump" / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, tensor in ranks[0]["params"].items():
+        assert torch.equal(tensor, ranks[1]["params"][name]), name
+    all_ids = sorted(u.id for u in read_manifest(eight_utterances))
+    for epoch in range(2):
+        seen = [set(r["ids"][epoch]) for r in ranks]
+        assert not seen[0] & seen[1]
+        assert sorted(seen[0] | seen[1]) == all_ids
