@@ -1,0 +1,146 @@
+"""Attention speller: an LSTM decoder that emits one character per step.
+
+One step (Chan et al. 2016, with input feeding):
+
+    x_i      = [embed(y_{i-1}); c_{i-1}]            previous token and previous context
+    s_i      = LSTMCell stack(x_i, s_{i-1})          state
+    c_i, a_i = attend(s_i, encodings, a_{i-1})       context and attention weights
+    logits_i = out([s_i; c_i])                       Linear, or Linear -> tanh -> Linear
+
+Decoding starts from [GO] (with a zero context and uniform weights over the
+valid frames) and is trained to emit [EOS]. Everything a step needs is in one
+`DecoderState`, including the encoder memory it attends to, so search reorders
+or expands hypotheses with `state.index_select(idx)`. Teacher-forced `forward`
+and `step` run the same code, so they give the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from asr.models.attention import AttentionConfig, build_attention, uniform_weights
+from asr.models.listener import time_mask
+
+
+@dataclass(frozen=True)
+class SpellerConfig:
+    """Shape of the attention decoder."""
+
+    vocab_size: int = 0  # output classes V (blank, [GO], [EOS], characters); 0 = set by build_las
+    embed_dim: int = 320  # token embedding size
+    hidden: int = 320  # LSTM units per layer
+    layers: int = 1  # stacked LSTM cells
+    output_hidden: int = 0  # 0: logits = Linear([s; c]); > 0: Linear([s; c] -> output_hidden) -> tanh -> Linear
+    attention: AttentionConfig = field(default_factory=AttentionConfig)  # attention kind and sizes
+    dropout: float = 0.0  # dropout on the embedding, between cells and before the output layer
+    scheduled_sampling: float = 0.0  # training only: probability of feeding the model's own greedy token
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 0 or self.embed_dim < 1 or self.hidden < 1 or self.layers < 1 or self.output_hidden < 0:
+            raise ValueError(f"speller: bad sizes in {self}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.scheduled_sampling <= 1.0:
+            raise ValueError(f"speller: dropout must be in [0, 1) and scheduled_sampling in [0, 1], got {self}")
+
+
+@dataclass(frozen=True)
+class DecoderState:
+    """Everything one decoder step needs, for N hypotheses (rows)."""
+
+    h: tuple[Tensor, ...]  # LSTM hidden state per layer, each (N, H)
+    c: tuple[Tensor, ...]  # LSTM cell state per layer, each (N, H)
+    context: Tensor  # previous context vector (N, D)
+    weights: Tensor  # previous attention weights (N, T)
+    enc: Tensor  # encoder memory attended to (N, T, D)
+    keys: Tensor  # attention keys of that memory (N, T, A)
+    mask: Tensor  # valid encoder frames (N, T) bool
+
+    @property
+    def size(self) -> int:
+        """Number of hypotheses N."""
+        return self.context.shape[0]
+
+    def index_select(self, idx: Tensor) -> DecoderState:
+        """Rows `idx` of every field: reorders, drops or repeats hypotheses (beam expansion)."""
+        def sel(t: Tensor) -> Tensor:
+            return t.index_select(0, idx)
+        return DecoderState(
+            h=tuple(sel(t) for t in self.h), c=tuple(sel(t) for t in self.c), context=sel(self.context),
+            weights=sel(self.weights), enc=sel(self.enc), keys=sel(self.keys), mask=sel(self.mask))
+
+
+class Speller(nn.Module):
+    """LSTM decoder with attention over encodings (B, T, enc_dim); see the module docstring."""
+
+    def __init__(self, cfg: SpellerConfig, enc_dim: int) -> None:
+        super().__init__()
+        if cfg.vocab_size < 1:
+            raise ValueError("speller: vocab_size must be set (build_las sets it from the vocabulary)")
+        self.cfg = cfg
+        self.enc_dim = enc_dim
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        sizes = [cfg.embed_dim + enc_dim] + [cfg.hidden] * (cfg.layers - 1)
+        self.cells = nn.ModuleList(nn.LSTMCell(n, cfg.hidden) for n in sizes)
+        self.attention = build_attention(cfg.attention, cfg.hidden, enc_dim)
+        out_in = cfg.hidden + enc_dim
+        self.output_hidden = nn.Linear(out_in, cfg.output_hidden) if cfg.output_hidden else None
+        self.output = nn.Linear(cfg.output_hidden or out_in, cfg.vocab_size)  # its bias holds the [EOS] bias
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def init_state(self, enc: Tensor, enc_lengths: Tensor) -> DecoderState:
+        """State before the first step ([GO] comes as the first token): enc (B, T, D), lengths (B,)."""
+        b, t, _ = enc.shape
+        mask = time_mask(enc_lengths.to(enc.device), t)  # (B, T)
+        zeros = enc.new_zeros(b, self.cfg.hidden)
+        return DecoderState(
+            h=(zeros,) * self.cfg.layers, c=(zeros,) * self.cfg.layers, context=enc.new_zeros(b, self.enc_dim),
+            weights=uniform_weights(mask).to(enc.dtype), enc=enc, keys=self.attention.preprocess(enc), mask=mask)
+
+    def _advance(self, state: DecoderState, emb: Tensor) -> tuple[Tensor, DecoderState]:
+        """One step from embedded tokens (N, E): -> logits (N, V), new state."""
+        x = torch.cat([emb, state.context], dim=-1)  # (N, E + D), input feeding
+        hs, cs = [], []
+        for layer, cell in enumerate(self.cells):
+            h, c = cell(x, (state.h[layer], state.c[layer]))
+            hs.append(h)
+            cs.append(c)
+            x = self.dropout(h)
+        context, weights = self.attention(x, state.enc, state.keys, state.mask, state.weights)
+        out = torch.cat([x, context], dim=-1)  # (N, H + D)
+        if self.output_hidden is not None:
+            out = self.dropout(torch.tanh(self.output_hidden(out)))
+        logits = self.output(out)  # (N, V)
+        new = DecoderState(h=tuple(hs), c=tuple(cs), context=context, weights=weights,
+                           enc=state.enc, keys=state.keys, mask=state.mask)
+        return logits, new
+
+    def step(self, state: DecoderState, tokens: Tensor) -> tuple[Tensor, DecoderState]:
+        """Feed tokens (N,) -> log-probabilities of the next token (N, V) and the new state."""
+        logits, new = self._advance(state, self.dropout(self.embed(tokens)))
+        return torch.log_softmax(logits.float(), dim=-1), new
+
+    def forward(self, enc: Tensor, enc_lengths: Tensor, tokens_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: tokens_in (B, U) starting with [GO] -> logits (B, U, V), weights (B, U, T).
+
+        In training mode with scheduled_sampling p > 0, each step after the first feeds, with
+        probability p per utterance, the model's own greedy token instead of the teacher's.
+        """
+        state = self.init_state(enc, enc_lengths)
+        sampling = self.training and self.cfg.scheduled_sampling > 0.0
+        emb_all = None if sampling else self.dropout(self.embed(tokens_in))  # (B, U, E)
+        logits_all, weights_all = [], []
+        for i in range(tokens_in.shape[1]):
+            if emb_all is not None:
+                emb = emb_all[:, i]
+            else:
+                tokens = tokens_in[:, i]
+                if i > 0:
+                    own = torch.rand(tokens.shape, device=tokens.device) < self.cfg.scheduled_sampling
+                    tokens = torch.where(own, logits_all[-1].detach().argmax(dim=-1), tokens)
+                emb = self.dropout(self.embed(tokens))
+            logits, state = self._advance(state, emb)
+            logits_all.append(logits)
+            weights_all.append(state.weights)
+        return torch.stack(logits_all, dim=1), torch.stack(weights_all, dim=1)

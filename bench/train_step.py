@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Training-step (and greedy decoding) speed of the asr LAS model on the peers' standard workload.
+
+Usage (from the repository root):
+
+    python bench/train_step.py [--ctc-weight 0.3] [--threads 2] [--json] [--peers-dir DIR]
+
+The workload (16 utterances of 500-800 frames of 80-dim features, 60-100 tokens, vocabulary 30)
+comes from `workload.py` of the peer benchmark folder (--peers-dir, default ../shared/bench/peers
+beside the repository), which also benchmarks ESPnet and SpeechBrain on it. The model matches
+the peers' size: 3-layer BiLSTM 320/direction + projection 320, x4 time reduction (layers 2 and 3
+concatenate frame pairs), 1-layer LSTM 320 speller with location attention 10 x 201, features in
+(no front-end). Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
+One step = forward + backward + gradient clipping (5.0) + Adam (lr 1e-3).
+The listener skips padding exactly (like the peers' packed runs) without packed sequences.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peers-dir", default=str(REPO.parent / "shared" / "bench" / "peers"),
+                    help="folder holding the peers' workload.py")
+    ap.add_argument("--ctc-weight", type=float, default=0.0, help="joint CTC weight (0 = attention only)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default: workload's, 3)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default: workload's, 10)")
+    ap.add_argument("--decode-repeats", type=int, default=3, help="timed greedy decodes (0 = skip)")
+    ap.add_argument("--impl", default="auto", choices=["auto", "reverse", "packed"], help="listener implementation")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--label", default="", help="free text copied into the result")
+    ap.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    return ap.parse_args()
+
+
+def main() -> int:
+    """Run the benchmark and print the result."""
+    args = parse_args()
+    sys.path.insert(0, args.peers_dir)
+    import workload as W  # the peers' workload definition (not copied)
+
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    import torch
+
+    from asr.models import AttentionConfig, LASConfig, ListenerConfig, SpellerConfig, build_las
+    from asr.search import greedy_search
+    import_s = time.perf_counter() - t0
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(W.SEED)
+    device = torch.device(args.device)
+    warmup = W.N_WARMUP if args.warmup is None else args.warmup
+    steps = W.N_TIMED if args.steps is None else args.steps
+
+    cfg = LASConfig(
+        listener=ListenerConfig(layers=3, hidden=320, reduce=(1, 2, 2), projection=320, dropout=0.0, impl=args.impl),
+        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0,
+                              attention=AttentionConfig(kind="location", dim=320, conv_channels=10, conv_kernel=201)),
+        ctc_weight=args.ctc_weight, label_smoothing=0.0)
+    model = build_las(cfg, W.VOCAB, input_dim=W.FEAT_DIM, blank_id=W.BLANK, go_id=W.EOS, eos_id=W.EOS,
+                      pad_id=W.BLANK).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    w = W.make_workload()
+    feats = torch.zeros(W.BATCH, max(w["ilens"]), W.FEAT_DIM)
+    targets = torch.full((W.BATCH, max(w["olens"])), W.BLANK, dtype=torch.long)
+    for i, (f, t) in enumerate(zip(w["feats"], w["targets"])):
+        feats[i, : f.shape[0]] = torch.from_numpy(f)
+        targets[i, : t.shape[0]] = torch.from_numpy(t)
+    ilens, olens = torch.tensor(w["ilens"]), torch.tensor(w["olens"])
+    feats, targets, ilens, olens = (t.to(device) for t in (feats, targets, ilens, olens))
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step() -> float:
+        out = model.forward_features(feats, ilens, targets, olens)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(out["loss"].detach())
+
+    model.train()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    times, warm, losses = [], [], []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        losses.append(train_step())
+        sync()
+        (times if i >= warmup else warm).append(time.perf_counter() - t)
+    train_cpu = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+
+    res = {"toolkit": "asr", "label": args.label, "params": sum(p.numel() for p in model.parameters()),
+           "params_by_part": {name: sum(p.numel() for p in part.parameters())
+                              for name, part in (("listener", model.listener), ("speller", model.speller),
+                                                 ("attention(in speller)", model.speller.attention),
+                                                 ("ctc", model.ctc)) if part is not None},
+           "workload": W.fingerprint(w), "import_s": round(import_s, 3),
+           "train_step": W.summarize(times), "train_warmup_steps_s": [round(t, 4) for t in warm],
+           "train_loss_first_last": [round(losses[0], 3), round(losses[-1], 3)],
+           "train_cpu_util": round(train_cpu, 2), "rss_after_train_mb": W.peak_rss_mb()}
+
+    if args.decode_repeats > 0:
+        model.eval()
+        with torch.no_grad():
+            model.speller.output.bias[W.EOS] = -1.0e4  # every utterance runs the full 120 steps
+
+        def greedy() -> list[list[int]]:
+            enc, enc_lengths = model.encode_features(feats, ilens)
+            return greedy_search(model, enc, enc_lengths, max_len_ratio=1e9, max_len=W.MAX_DECODE_STEPS)
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        greedy()  # warm-up
+        gtimes = []
+        for _ in range(args.decode_repeats):
+            t = time.perf_counter()
+            hyps = greedy()
+            sync()
+            gtimes.append(time.perf_counter() - t)
+        res["greedy_batch16"] = W.summarize(gtimes)
+        res["greedy_out_lens"] = sorted({len(h) for h in hyps})
+        res["decode_cpu_util"] = round((time.process_time() - cpu0) / (time.perf_counter() - wall0), 2)
+
+    res["rss_peak_mb"] = W.peak_rss_mb()
+    res["config"] = {"listener": f"3 x BiLSTM 320 + proj 320, reduce (1, 2, 2), impl "
+                                 f"{model.listener.impl_for(device)} (exact, skips padding)",
+                     "speller": "LSTMCell 320, location attention 320 (10 x 201), input feeding, "
+                                "Linear([s; c] -> 30)",
+                     "ctc_weight": args.ctc_weight, "device": str(device), "opt": "Adam(lr=1e-3)",
+                     "max_grad_norm": 5.0, "max_decode_steps": W.MAX_DECODE_STEPS}
+    res["versions"] = {"torch": torch.__version__, "python": platform.python_version()}
+    res["threads"] = {"torch_num_threads": torch.get_num_threads()}
+    res["loadavg_start_end"] = [round(load0[0], 2), round(os.getloadavg()[0], 2)]
+
+    if args.json:
+        print(json.dumps(res))
+    else:
+        ts = res["train_step"]
+        print(f"params {res['params']:,}  ({res['params_by_part']})")
+        print(f"train step: median {ts['median_s']:.3f} s  min {ts['min_s']:.3f}  max {ts['max_s']:.3f}  "
+              f"(warm-up {res['train_warmup_steps_s']})  loss {res['train_loss_first_last']}")
+        if "greedy_batch16" in res:
+            print(f"greedy 16 utt x {W.MAX_DECODE_STEPS} steps: median {res['greedy_batch16']['median_s']:.3f} s")
+        print(f"peak RSS {res['rss_peak_mb']} MB  cpu util train {res['train_cpu_util']} "
+              f"decode {res.get('decode_cpu_util')}  loadavg {res['loadavg_start_end']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Attention: masking, the location term, references for each kind, and a finite-difference gradient check."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asr.models.attention import AttentionConfig, LocationAttention, build_attention, uniform_weights
+from asr.models.listener import Listener, ListenerConfig, time_mask
+
+KINDS = ["location", "additive", "dot"]
+B, T, D, Q = 3, 11, 6, 5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits can stall them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def setup(kind: str, **kw):
+    torch.manual_seed(0)
+    cfg = AttentionConfig(kind=kind, dim=7, conv_channels=3, conv_kernel=5, **kw)
+    att = build_attention(cfg, Q, D)
+    enc = torch.randn(B, T, D)
+    mask = time_mask(torch.tensor([11, 6, 1]), T)
+    return att, enc, mask, torch.randn(B, Q)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_padded_frames_get_zero_weight_and_weights_sum_to_one(kind: str, smoothing: bool) -> None:
+    att, enc, mask, query = setup(kind, smoothing=smoothing, sharpening=2.0)
+    context, weights = att(query, enc, att.preprocess(enc), mask, uniform_weights(mask))
+    assert context.shape == (B, D) and weights.shape == (B, T)
+    assert torch.all(weights[~mask] == 0)
+    torch.testing.assert_close(weights.sum(1), torch.ones(B))
+    torch.testing.assert_close(context, torch.einsum("bt,btd->bd", weights, enc))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_content_does_not_leak(kind: str) -> None:
+    att, enc, mask, query = setup(kind)
+    prev = torch.softmax(torch.randn(B, T).masked_fill(~mask, float("-inf")), 1)
+    garbage = enc.masked_fill(~mask.unsqueeze(-1), 1e3)
+    a = att(query, enc, att.preprocess(enc), mask, prev)
+    b = att(query, garbage, att.preprocess(garbage), mask, prev)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+    # utterance 1 alone (6 frames) == inside the batch
+    c, w = att(query[1:2], enc[1:2, :6], att.preprocess(enc[1:2, :6]), mask[1:2, :6], prev[1:2, :6])
+    torch.testing.assert_close(c, a[0][1:2], atol=1e-6, rtol=0)
+    torch.testing.assert_close(w, a[1][1:2, :6], atol=1e-6, rtol=0)
+
+
+def test_location_term_uses_previous_weights() -> None:
+    att, enc, mask, query = setup("location")
+    keys = att.preprocess(enc)
+    prev_a = uniform_weights(mask)
+    prev_b = torch.zeros(B, T)
+    prev_b[:, 0] = 1.0
+    _, wa = att(query, enc, keys, mask, prev_a)
+    _, wb = att(query, enc, keys, mask, prev_b)
+    assert (wa - wb).abs().max() > 1e-3
+    for kind in ("additive", "dot"):
+        att2, *_ = setup(kind)
+        k2 = att2.preprocess(enc)
+        torch.testing.assert_close(att2(query, enc, k2, mask, prev_a), att2(query, enc, k2, mask, prev_b))
+
+
+def test_location_energies_match_the_formula() -> None:
+    att, enc, mask, query = setup("location")
+    assert isinstance(att, LocationAttention)
+    prev = torch.rand(B, T)
+    K = att.cfg.conv_kernel
+    kernel = att.conv.weight[:, 0, :]  # (C, K)
+    padded = torch.nn.functional.pad(prev, (K // 2, K // 2))
+    f = torch.stack([torch.stack([(kernel * padded[b, t : t + K]).sum(-1) for t in range(T)]) for b in range(B)])
+    W, V, bias, U, w = att.query.weight, att.key.weight, att.key.bias, att.location.weight, att.score.weight[0]
+    pre = query @ W.T
+    ref = torch.tanh(pre[:, None, :] + enc @ V.T + bias + f @ U.T) @ w  # (B, T)
+    with torch.no_grad():
+        got = att.energies(query, att.preprocess(enc), prev)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_dot_energies_and_sharpening_and_smoothing() -> None:
+    att, enc, mask, query = setup("dot")
+    with torch.no_grad():
+        keys = att.preprocess(enc)
+        e = (keys * att.query(query)[:, None, :]).sum(-1) / math.sqrt(att.cfg.dim)
+        torch.testing.assert_close(att.energies(query, keys, None), e)
+        sharp, *_ = setup("dot", sharpening=3.0)
+        sharp.load_state_dict(att.state_dict())
+        _, w = sharp(query, enc, keys, mask, None)
+        torch.testing.assert_close(w, torch.softmax((3.0 * e).masked_fill(~mask, float("-inf")), 1))
+        smooth, *_ = setup("dot", smoothing=True)
+        smooth.load_state_dict(att.state_dict())
+        _, w = smooth(query, enc, keys, mask, None)
+        s = torch.sigmoid(e) * mask
+        torch.testing.assert_close(w, s / s.sum(1, keepdim=True))
+
+
+def test_config_rejects_even_kernel() -> None:
+    with pytest.raises(ValueError):
+        AttentionConfig(conv_kernel=4)
+    with pytest.raises(ValueError):
+        AttentionConfig(sharpening=0.0)
+
+
+def test_gradcheck_listener_and_location_attention() -> None:
+    """Finite differences (float64) through a tiny listener (reverse impl) and location attention."""
+    torch.manual_seed(0)
+    listener = Listener(ListenerConfig(input_dim=3, layers=2, hidden=2, reduce=(1, 2), projection=3)).double()
+    att = build_attention(AttentionConfig(dim=4, conv_channels=2, conv_kernel=3), 2, 3).double()
+    lengths = torch.tensor([6, 4])
+    mask = time_mask(torch.div(lengths, 2, rounding_mode="floor"), 3)
+
+    def fn(x: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        enc, _ = listener(x, lengths, impl="reverse")
+        keys = att.preprocess(enc)
+        c1, w1 = att(query, enc, keys, mask, uniform_weights(mask).double())
+        c2, w2 = att(query * 0.5, enc, keys, mask, w1)  # second step depends on the first weights
+        return c2, w2
+
+    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    query = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (x, query), eps=1e-6, atol=1e-5)

@@ -1,0 +1,143 @@
+"""Pyramidal BiLSTM listener: exact padding handling, both implementations, output lengths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr.errors import AsrError
+from asr.models.listener import Listener, ListenerConfig, reverse_index, stack_frames
+
+IMPLS = ["reverse", "packed"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits can stall them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_listener(**kw) -> Listener:
+    torch.manual_seed(0)
+    cfg = dict(input_dim=5, layers=3, hidden=6, reduce=(1, 2, 2), projection=0)
+    cfg.update(kw)
+    return Listener(ListenerConfig(**cfg)).eval()
+
+
+def padded_batch(lengths: list[int], dim: int = 5, extra: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random features; padded frames hold large garbage (not zeros) so leaks would show."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths) + extra, dim, generator=g)
+    for i, n in enumerate(lengths):
+        x[i, n:] = 100.0 * torch.randn(x.shape[1] - n, dim, generator=g)
+    return x, torch.tensor(lengths)
+
+
+def bilstm_reference(rnn: torch.nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """Independent reference for one unpadded utterance (1, T, D): explicit forward and reversed passes."""
+    fwd = torch.nn.LSTM(rnn.input_size, rnn.hidden_size, batch_first=True)
+    bwd = torch.nn.LSTM(rnn.input_size, rnn.hidden_size, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(fwd, f"{name}_l0").copy_(getattr(rnn, f"{name}_l0"))
+            getattr(bwd, f"{name}_l0").copy_(getattr(rnn, f"{name}_l0_reverse"))
+        return torch.cat([fwd(x)[0], bwd(x.flip(1))[0].flip(1)], dim=-1)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_padding_never_changes_an_utterance(impl: str) -> None:
+    listener = make_listener()
+    lengths = [9, 23, 17, 4]
+    x, lens = padded_batch(lengths)
+    with torch.no_grad():
+        out, out_lens = listener(x, lens, impl=impl)
+        for i, n in enumerate(lengths):
+            alone, alone_len = listener(x[i : i + 1, :n], torch.tensor([n]), impl=impl)
+            m = int(alone_len)
+            assert int(out_lens[i]) == m
+            h = listener.cfg.hidden
+            # both directions separately: the forward half, then the backward half
+            torch.testing.assert_close(out[i, :m, :h], alone[0, :, :h], atol=1e-5, rtol=0)
+            torch.testing.assert_close(out[i, :m, h:], alone[0, :, h:], atol=1e-5, rtol=0)
+            assert torch.all(out[i, m:] == 0)
+
+
+def test_one_layer_matches_an_independent_reference() -> None:
+    listener = make_listener(layers=1, reduce=(1,))
+    x, lens = padded_batch([7, 11])
+    with torch.no_grad():
+        out, _ = listener(x, lens, impl="reverse")
+        for i, n in enumerate([7, 11]):
+            ref = bilstm_reference(listener.rnns[0], x[i : i + 1, :n])
+            torch.testing.assert_close(out[i : i + 1, :n], ref, atol=1e-5, rtol=0)
+
+
+def test_reverse_equals_packed_values_and_gradients() -> None:
+    listener = make_listener(projection=7, dropout=0.0)
+    x, lens = padded_batch([13, 30, 21])
+    results = {}
+    for impl in IMPLS:
+        listener.zero_grad()
+        xi = x.clone().requires_grad_()
+        out, out_lens = listener(xi, lens, impl=impl)
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        results[impl] = (out.detach(), out_lens, xi.grad, [p.grad.clone() for p in listener.parameters()])
+    (a, la, ga, pa), (b, lb, gb, pb) = results["reverse"], results["packed"]
+    assert torch.equal(la, lb)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
+    for p, q in zip(pa, pb):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_output_lengths_drop_leftover_frames() -> None:
+    listener = make_listener(reduce=(2, 1, 3))
+    x, lens = padded_batch([6, 7, 11, 12, 13], extra=0)
+    out, out_lens = listener(x, lens)
+    # 6 -> 3 -> 3 -> 1; 7 -> 3 -> 1; 11 -> 5 -> 1; 12 -> 6 -> 2; 13 -> 6 -> 2
+    assert out_lens.tolist() == [1, 1, 1, 2, 2]
+    assert out.shape == (5, 13 // 2 // 3, 2 * 6)
+    assert listener.cfg.total_reduction == 6
+
+
+def test_stack_frames_concatenates_neighbours() -> None:
+    x = torch.arange(2 * 5 * 2, dtype=torch.float32).reshape(2, 5, 2)
+    y, lens = stack_frames(x, torch.tensor([5, 3]), 2)
+    assert y.shape == (2, 2, 4) and lens.tolist() == [2, 1]
+    assert y[0, 1].tolist() == x[0, 2:4].flatten().tolist()
+
+
+def test_reverse_index_reverses_within_length_and_is_its_own_inverse() -> None:
+    idx = reverse_index(torch.tensor([3, 5, 1]), 5)
+    assert idx.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
+    assert torch.equal(idx.gather(1, idx), torch.arange(5).expand(3, 5))
+
+
+def test_impls_share_one_state_dict() -> None:
+    a = make_listener(impl="reverse", projection=4)
+    b = make_listener(impl="packed", projection=4)
+    assert list(a.state_dict()) == list(b.state_dict())
+    b.load_state_dict(a.state_dict())
+    assert make_listener(impl="auto").impl_for(torch.device("cpu")) == "reverse"
+    assert make_listener(impl="auto").impl_for(torch.device("cuda")) == "packed"
+
+
+def test_projection_sets_output_size() -> None:
+    assert make_listener(projection=8).output_dim == 8
+    assert make_listener(projection=0).output_dim == 12
+
+
+def test_too_short_utterance_is_a_user_error() -> None:
+    listener = make_listener()
+    x, lens = padded_batch([9, 3])
+    with pytest.raises(AsrError, match="utterance 1 of the batch has 3 frames"):
+        listener(x, lens)
+
+
+@pytest.mark.parametrize("bad", [dict(reduce=(1, 2)), dict(reduce=(1, 0, 2)), dict(dropout=1.0), dict(hidden=0)])
+def test_config_rejects_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        ListenerConfig(**{"input_dim": 5, **bad})

@@ -1,0 +1,103 @@
+"""Speller: step-by-step decoding == teacher forcing, state reordering, scheduled sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr.models.attention import AttentionConfig
+from asr.models.speller import Speller, SpellerConfig
+
+V, D = 9, 6
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits can stall them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_speller(kind: str = "location", **kw) -> Speller:
+    torch.manual_seed(0)
+    cfg = SpellerConfig(vocab_size=V, embed_dim=5, hidden=7, attention=AttentionConfig(
+        kind=kind, dim=4, conv_channels=2, conv_kernel=5), **kw)
+    return Speller(cfg, D).eval()
+
+
+def batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    enc = torch.randn(3, 10, D, generator=g)
+    lengths = torch.tensor([10, 4, 7])
+    tokens = torch.randint(0, V, (3, 6), generator=g)
+    tokens[:, 0] = 1  # [GO]
+    return enc, lengths, tokens
+
+
+@pytest.mark.parametrize("kind, extra", [("location", {}), ("location", dict(layers=2, output_hidden=8)),
+                                         ("additive", {}), ("dot", dict(layers=3))])
+def test_step_equals_teacher_forced_forward(kind: str, extra: dict) -> None:
+    speller = make_speller(kind, **extra)
+    enc, lengths, tokens = batch()
+    with torch.no_grad():
+        logits, weights = speller(enc, lengths, tokens)
+        state = speller.init_state(enc, lengths)
+        for i in range(tokens.shape[1]):
+            log_probs, state = speller.step(state, tokens[:, i])
+            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, i], -1), atol=1e-5, rtol=0)
+            torch.testing.assert_close(state.weights, weights[:, i], atol=1e-5, rtol=0)
+    assert logits.shape == (3, 6, V) and weights.shape == (3, 6, 10)
+    assert torch.all(weights[1, :, 4:] == 0)
+
+
+def test_index_select_reorders_and_expands_hypotheses() -> None:
+    speller = make_speller(layers=2)
+    enc, lengths, tokens = batch()
+    with torch.no_grad():
+        state = speller.init_state(enc, lengths)
+        _, state = speller.step(state, tokens[:, 0])
+        idx = torch.tensor([2, 0, 0, 1, 2, 2])  # reorder and repeat (beam expansion)
+        moved = state.index_select(idx)
+        assert moved.size == 6 and moved.enc.shape == (6, 10, D) and len(moved.h) == 2
+        lp_moved, next_moved = speller.step(moved, tokens[idx, 1])
+        lp, nxt = speller.step(state, tokens[:, 1])
+        torch.testing.assert_close(lp_moved, lp[idx], atol=1e-6, rtol=0)
+        torch.testing.assert_close(next_moved.weights, nxt.weights[idx], atol=1e-6, rtol=0)
+        torch.testing.assert_close(next_moved.h[1], nxt.h[1][idx], atol=1e-6, rtol=0)
+        assert torch.equal(next_moved.mask, state.mask[idx])
+        expanded = state.index_select(torch.arange(3).repeat_interleave(4))
+        assert expanded.size == 12 and torch.equal(expanded.context[4:8], state.context[[1] * 4])
+
+
+def test_scheduled_sampling_feeds_own_greedy_tokens() -> None:
+    speller = make_speller(scheduled_sampling=1.0)
+    enc, lengths, tokens = batch()
+    speller.train()  # sampling is on in training mode only (dropout is 0, so steps are deterministic)
+    with torch.no_grad():
+        logits, _ = speller(enc, lengths, tokens)
+        state = speller.init_state(enc, lengths)
+        feed = tokens[:, 0]
+        for i in range(tokens.shape[1]):
+            log_probs, state = speller.step(state, feed)
+            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, i], -1), atol=1e-5, rtol=0)
+            feed = log_probs.argmax(-1)
+        speller.eval()  # no sampling at evaluation: teacher forcing again
+        teacher, _ = make_speller()(enc, lengths, tokens)
+        torch.testing.assert_close(speller(enc, lengths, tokens)[0], teacher)
+
+
+def test_initial_state_attends_uniformly_over_valid_frames() -> None:
+    speller = make_speller()
+    enc, lengths, _ = batch()
+    state = speller.init_state(enc, lengths)
+    torch.testing.assert_close(state.weights[1, :4], torch.full((4,), 0.25))
+    assert torch.all(state.weights[1, 4:] == 0) and torch.all(state.context == 0)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError):
+        SpellerConfig(scheduled_sampling=1.5)
+    with pytest.raises(ValueError):
+        Speller(SpellerConfig(), 4)  # vocab_size not set
