@@ -31,12 +31,15 @@ from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, workload_batch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peers-dir", default=str(REPO.parent / "shared" / "bench" / "peers"),
+    ap.add_argument("--peers-dir", default=str(DEFAULT_PEERS_DIR),
                     help="folder holding the peers' workload.py")
     ap.add_argument("--ctc-weight", type=float, default=0.0, help="joint CTC weight (0 = attention only)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -53,14 +56,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     """Run the benchmark and print the result."""
     args = parse_args()
-    sys.path.insert(0, args.peers_dir)
-    import workload as W  # the peers' workload definition (not copied)
+    W = import_workload(args.peers_dir)
 
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     import torch
 
-    from asr.models import AttentionConfig, LASConfig, ListenerConfig, SpellerConfig, build_las
     from asr.search import greedy_search
     import_s = time.perf_counter() - t0
 
@@ -70,23 +71,9 @@ def main() -> int:
     warmup = W.N_WARMUP if args.warmup is None else args.warmup
     steps = W.N_TIMED if args.steps is None else args.steps
 
-    cfg = LASConfig(
-        listener=ListenerConfig(layers=3, hidden=320, reduce=(1, 2, 2), projection=320, dropout=0.0, impl=args.impl),
-        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0,
-                              attention=AttentionConfig(kind="location", dim=320, conv_channels=10, conv_kernel=201)),
-        ctc_weight=args.ctc_weight, label_smoothing=0.0)
-    model = build_las(cfg, W.VOCAB, input_dim=W.FEAT_DIM, blank_id=W.BLANK, go_id=W.EOS, eos_id=W.EOS,
-                      pad_id=W.BLANK).to(device)
+    model = standard_las(W, ctc_weight=args.ctc_weight, impl=args.impl).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    w = W.make_workload()
-    feats = torch.zeros(W.BATCH, max(w["ilens"]), W.FEAT_DIM)
-    targets = torch.full((W.BATCH, max(w["olens"])), W.BLANK, dtype=torch.long)
-    for i, (f, t) in enumerate(zip(w["feats"], w["targets"])):
-        feats[i, : f.shape[0]] = torch.from_numpy(f)
-        targets[i, : t.shape[0]] = torch.from_numpy(t)
-    ilens, olens = torch.tensor(w["ilens"]), torch.tensor(w["olens"])
-    feats, targets, ilens, olens = (t.to(device) for t in (feats, targets, ilens, olens))
+    w, (feats, ilens, targets, olens) = workload_batch(W, device)
 
     def sync() -> None:
         if device.type == "cuda":

@@ -1,0 +1,48 @@
+"""The peers' standard LAS workload and our model at the peers' size, shared by the benchmarks.
+
+The workload (16 utterances of 500-800 frames of 80-dim features, 60-100 tokens, vocabulary 30)
+comes from `workload.py` in the peer benchmark folder, which also times ESPnet and SpeechBrain.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PEERS_DIR = REPO.parent / "shared" / "bench" / "peers"
+
+
+def import_workload(peers_dir: str | Path = DEFAULT_PEERS_DIR):
+    """The peers' workload module (imported from their folder, never copied)."""
+    sys.path.insert(0, str(peers_dir))
+    import workload
+
+    return workload
+
+
+def standard_las(W, *, ctc_weight: float = 0.0, impl: str = "auto"):
+    """3 x BiLSTM 320 + projection 320 (x4), 1-layer LSTM 320 speller, location attention 10 x 201."""
+    from asr.models import AttentionConfig, LASConfig, ListenerConfig, SpellerConfig, build_las
+
+    cfg = LASConfig(
+        listener=ListenerConfig(layers=3, hidden=320, reduce=(1, 2, 2), projection=320, dropout=0.0, impl=impl),
+        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0,
+                              attention=AttentionConfig(kind="location", dim=320, conv_channels=10, conv_kernel=201)),
+        ctc_weight=ctc_weight, label_smoothing=0.0)
+    # Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
+    return build_las(cfg, W.VOCAB, input_dim=W.FEAT_DIM, blank_id=W.BLANK, go_id=W.EOS, eos_id=W.EOS, pad_id=W.BLANK)
+
+
+def workload_batch(W, device):
+    """(feats (B, T, 80), feature lengths, targets (B, U), target lengths) of the workload, padded."""
+    import torch
+
+    w = W.make_workload()
+    feats = torch.zeros(W.BATCH, max(w["ilens"]), W.FEAT_DIM)
+    targets = torch.full((W.BATCH, max(w["olens"])), W.BLANK, dtype=torch.long)
+    for i, (f, t) in enumerate(zip(w["feats"], w["targets"])):
+        feats[i, : f.shape[0]] = torch.from_numpy(f)
+        targets[i, : t.shape[0]] = torch.from_numpy(t)
+    ilens, olens = torch.tensor(w["ilens"]), torch.tensor(w["olens"])
+    return w, tuple(t.to(device) for t in (feats, ilens, targets, olens))
