@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "ASR_TEST_DATA"
@@ -32,3 +33,12 @@ def fsdd_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def so762_dir(data_dir: Path) -> Path:
     return data_dir / "speechocean762"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits can stall them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -14,13 +14,7 @@ KINDS = ["location", "additive", "dot"]
 B, T, D, Q = 3, 11, 6, 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits can stall them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def setup(kind: str, **kw):

@@ -11,13 +11,7 @@ from asr.models.listener import Listener, ListenerConfig, reverse_index, stack_f
 IMPLS = ["reverse", "packed"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy machine OpenMP waits can stall them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_listener(**kw) -> Listener:
