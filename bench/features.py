@@ -5,10 +5,11 @@
 Speech comes from speechocean762 (utterances of 2-15 s, in manifest order) when the
 data folder is present ($ASR_TEST_DATA, else ../shared/data beside the checkout, or
 --data-dir), else synthetic noise of random lengths in 2-15 s. Throughput is seconds
-of audio per second of wall time (best of --repeats) and per second of process CPU
-time, which is steadier when the machine is shared. torch's thread count applies to
-the torch rows; the librosa row gets the same BLAS thread limit; kaldi-native-fbank is
-single-threaded. The table goes to stdout, progress to stderr.
+of audio per second of wall time (best of --repeats rounds that interleave the methods)
+and per second of process CPU time, which is steadier when the machine is shared.
+torch's thread count applies to the torch rows; the librosa row gets the same BLAS
+thread limit; kaldi-native-fbank is single-threaded. The table goes to stdout,
+progress to stderr.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ N_MELS = 80
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=120.0, help="seconds of audio to process per run (default 120)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per row; the best is reported (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds over all rows after a warm-up; the best is reported (default 3)")
     p.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default 1,2)")
     p.add_argument("--batch", type=int, default=16, help="utterances per batch for the batched rows (default 16)")
     p.add_argument("--data-dir", type=Path, default=None, help="folder holding speechocean762/ (default: the test data)")
@@ -116,18 +117,6 @@ def methods(waves: list[torch.Tensor], batch_size: int) -> dict[str, Callable[[]
     return out
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(best wall seconds, CPU seconds of that run), after one warm-up run."""
-    fn()
-    best = (float("inf"), float("inf"))
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        run = (time.perf_counter() - wall, time.process_time() - cpu)
-        best = min(best, run)
-    return best
-
-
 def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()[0]
     waves, source = load_speech(args.data_dir, args.seconds)
@@ -142,18 +131,27 @@ def run(args: argparse.Namespace) -> dict:
         table = methods(waves, args.batch)
         for threads in [int(t) for t in args.threads.split(",")]:
             torch.set_num_threads(threads)
-            for name, fn in table.items():
-                log.info("%s, %d thread(s)...", name, threads)
-                if threadpool_limits is not None:
-                    with threadpool_limits(limits=threads):
-                        wall, cpu = best_time(fn, args.repeats)
-                else:
-                    wall, cpu = best_time(fn, args.repeats)
-                rows.append({"method": name, "threads": threads, "wall_s": wall, "cpu_s": cpu,
-                             "x_realtime": audio / wall, "x_realtime_cpu": audio / cpu})
+            limit = threadpool_limits(limits=threads) if threadpool_limits is not None else None  # BLAS, OpenMP
+            wall = {name: float("inf") for name in table}
+            cpu = dict(wall)
+            # Rounds over all methods, so that a burst of load elsewhere does not hit one row only.
+            for repeat in range(args.repeats + 1):  # round 0 warms up
+                for name, fn in table.items():
+                    log.info("%s, %d thread(s), round %d...", name, threads, repeat)
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    fn()
+                    if repeat:
+                        wall[name] = min(wall[name], time.perf_counter() - w0)
+                        cpu[name] = min(cpu[name], time.process_time() - c0)
+            if limit is not None:
+                limit.restore_original_limits()
+            for name in table:
+                rows.append({"method": name, "threads": threads, "wall_s": wall[name], "cpu_s": cpu[name],
+                             "x_realtime": audio / wall[name], "x_realtime_cpu": audio / cpu[name]})
     for row in rows:
         ref = next(r for r in rows if r["threads"] == row["threads"] and r["method"].startswith("torchaudio"))
         row["vs_torchaudio"] = ref["wall_s"] / row["wall_s"]
+        row["vs_torchaudio_cpu"] = ref["cpu_s"] / row["cpu_s"]
     return {"audio_seconds": audio, "utterances": len(waves), "source": source, "batch": args.batch,
             "repeats": args.repeats, "load_average": [load_before, os.getloadavg()[0]], "cpus": os.cpu_count(),
             "torch": torch.__version__, "rows": rows}
@@ -162,9 +160,13 @@ def run(args: argparse.Namespace) -> dict:
 def print_table(result: dict) -> None:
     print(f"{result['audio_seconds']:.1f} s of audio in {result['utterances']} utterances ({result['source']}); "
           f"best of {result['repeats']}; load average before/after {result['load_average'][0]:.2f}/{result['load_average'][1]:.2f} on {result['cpus']} CPUs")
-    print(f"{'method':42} {'threads':>7} {'x real-time':>12} {'x per CPU-s':>12} {'vs torchaudio':>14}")
+    if max(result["load_average"]) > 0.5:
+        print(f"note: load average {max(result['load_average']):.2f} on {result['cpus']} CPUs: other processes shared "
+              "the CPUs, so these numbers are noisy (the 2-thread rows most: threads wait on each other)")
+    print(f"{'method':40} {'threads':>7} {'x real-time':>12} {'vs torchaudio':>14} {'x per CPU-s':>12} {'vs t.a. (CPU)':>14}")
     for r in result["rows"]:
-        print(f"{r['method']:42} {r['threads']:>7} {r['x_realtime']:>12.0f} {r['x_realtime_cpu']:>12.0f} {r['vs_torchaudio']:>13.2f}x")
+        print(f"{r['method']:40} {r['threads']:>7} {r['x_realtime']:>12.0f} {r['vs_torchaudio']:>13.2f}x"
+              f" {r['x_realtime_cpu']:>12.0f} {r['vs_torchaudio_cpu']:>13.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:
