@@ -17,7 +17,7 @@ from asr.audio import SAMPLE_RATE, load_audio
 from asr.checkpoint import load_checkpoint
 from asr.config import from_dict
 from asr.errors import AsrError
-from asr.features import CMVNStats, Frontend, FrontendConfig
+from asr.features import CMVNStats, Frontend, FrontendConfig, compute_cmvn
 from asr.models.las import LAS, LASConfig, build_las
 from asr.search import greedy_search
 from asr.text import CharTokenizer, NormalizerConfig
@@ -45,23 +45,24 @@ def build_model(frontend_cfg: FrontendConfig, model_cfg: LASConfig, tokenizer: C
 
 @torch.no_grad()
 def compute_global_cmvn(model: LAS, source: str, *, limit: int, device: torch.device) -> CMVNStats:
-    """Accumulate feature statistics over the first `limit` utterances of `source` into the model's CMVN."""
+    """Feature statistics of the first `limit` utterances of `source`, stored in the model's CMVN."""
     from asr.data.loader import make_loader
 
     frontend = model.frontend
     loader = make_loader(source, sample_rate=frontend.cfg.features.sample_rate, shuffle=False, rank=0,
                          world_size=1, num_workers=0, batch_seconds=200.0)
-    stats = CMVNStats(frontend.features.output_dim)
-    seen = 0
-    for batch in loader:
-        batch = batch.to(device)
-        feats, lengths = frontend.features(batch.waves, batch.wave_lengths)
-        stats.update(feats, lengths)
-        seen += len(batch.ids)
-        if seen >= limit:
-            break
+
+    def first_batches():
+        seen = 0
+        for batch in loader:
+            yield batch.waves.to(device), batch.wave_lengths.to(device)
+            seen += len(batch.ids)
+            if seen >= limit:
+                return
+
+    stats = compute_cmvn(frontend.features, first_batches())
     frontend.set_cmvn(stats)
-    log.info("global CMVN from %d utterances (%d frames)", seen, int(stats.count))
+    log.info("global CMVN from %d frames of %s", int(stats.count), source)
     return stats
 
 
