@@ -162,3 +162,46 @@ def test_ddp_two_cpu_processes_stay_in_step_and_split_the_data(eight_utterances,
         seen = [set(r["ids"][epoch]) for r in ranks]
         assert not seen[0] & seen[1]
         assert sorted(seen[0] | seen[1]) == all_ids
+
+
+class _PoisonedLoss(torch.nn.Module):
+    """Wraps a model so the loss of chosen calls is NaN (a stand-in for a numerically broken batch)."""
+
+    def __init__(self, model, poisoned_calls):
+        super().__init__()
+        self.model, self.poisoned, self.calls = model, set(poisoned_calls), 0
+
+    def forward(self, *args):
+        out = self.model(*args)
+        self.calls += 1
+        if self.calls in self.poisoned or "all" in self.poisoned:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+
+@pytest.mark.parametrize("poisoned, fails", [({2, 3}, False), ({"all"}, True)])
+def test_nonfinite_loss_skips_the_update_and_stops_when_persistent(eight_utterances, tmp_path, monkeypatch,
+                                                                   caplog, poisoned, fails):
+    import asr.train as train
+
+    build = train.build_model
+    monkeypatch.setattr(train, "build_model", lambda *a, **k: _PoisonedLoss(build(*a, **k), poisoned))
+    cfg = from_dict(ExperimentConfig, tiny_config(
+        eight_utterances, tmp_path / "run", data={"dev": None, "train": str(eight_utterances),
+                                                  "loader": {"num_workers": 0, "batch_seconds": 8.0}},
+        train={"max_steps": 6, "log_every": 1, "max_nonfinite": 4}))
+    with caplog.at_level("WARNING"):
+        if fails:
+            with pytest.raises(train.TrainingError, match="non-finite for 4 updates in a row"):
+                fit(cfg)
+            return
+        fit(cfg)
+    assert caplog.text.count("non-finite gradient norm, update skipped") == 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["nonfinite"] == 2 and log[-1]["step"] == 6
