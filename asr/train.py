@@ -104,144 +104,183 @@ class TrainState:
 
 def fit(cfg: ExperimentConfig, *, resume: bool | None = None) -> Path:
     """Train according to `cfg`; returns the run directory. resume=None resumes when last.pt exists."""
-    dist = distributed.setup(cfg.train.device)
-    device = dist.device
-    run_dir = Path(cfg.out_dir)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    _seed_everything(cfg.train.seed + dist.rank)
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    return trainer.run_dir
 
-    tokenizer = load_tokenizer(cfg.data.vocab, cfg.data.train, cfg.text)
-    model = build_model(cfg.frontend, cfg.model, tokenizer).to(device)
-    optimizer = build_optimizer(model.parameters(), cfg.optim)
-    schedule = Schedule(optimizer, cfg.optim, total_steps=cfg.train.max_steps)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
-    state = TrainState()
 
-    # Resume: an explicit --resume insists on a checkpoint; by default one is used when present.
-    found = _find_checkpoint(run_dir) if resume is not False else None
-    if resume and found is None:
-        raise TrainingError(f"{run_dir}: --resume given but no readable checkpoint there")
-    if found is not None:
-        path, ckpt = found
-        log.info("resuming from %s (step %d)", path, ckpt["train_state"]["step"])
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
-        schedule.load_state_dict(ckpt["train_state"]["schedule"])
-        scaler.load_state_dict(ckpt["train_state"]["scaler"])
-        state = _restore_state(ckpt["train_state"])
-    elif cfg.frontend.cmvn == "global":
-        # Identical on every rank: the same first utterances, read in order, no rank split.
-        compute_global_cmvn(model, cfg.data.train, limit=cfg.data.cmvn_utterances, device=device)
+class Trainer:
+    """One training run: model, optimizer, schedule, data, logs and checkpoints of this process."""
 
-    train_model: torch.nn.Module = model
-    if dist.distributed:
-        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    loader = _make_train_loader(cfg, tokenizer, dist)
-    dev_loader = _make_dev_loader(cfg, tokenizer) if cfg.data.dev and dist.is_main else None
-    log_file = (run_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.is_main else None
-    if found is not None:
-        # After building everything that draws from them. Only rank 0's streams are saved (saving
-        # them all would need a collective while ranks may be at different batches): the other
-        # ranks restart theirs from (seed, rank, step), so a resumed multi-process run is
-        # equivalent but not bit-identical to an uninterrupted one.
+    def __init__(self, cfg: ExperimentConfig, *, resume: bool | None = None) -> None:
+        self.cfg = cfg
+        self.dist = dist = distributed.setup(cfg.train.device)
+        self.device = device = dist.device
+        self.run_dir = Path(cfg.out_dir)
         if dist.is_main:
-            _restore_rng(ckpt["train_state"]["rng"])
-        else:
-            _seed_everything(cfg.train.seed + 1000003 * dist.rank + state.step)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        _seed_everything(cfg.train.seed + dist.rank)
 
-    def checkpoint(best_loss: float | None = None) -> None:
-        """Rank 0 writes last.pt (the previous one kept as prev.pt) and, when among the best, best-stepN.pt."""
-        if not dist.is_main:
-            return
-        is_best = best_loss is not None and _rank_best(run_dir, state, best_loss, cfg.train.keep_best)
-        payload = _payload(cfg, tokenizer, model, optimizer, schedule, scaler, state)
-        save_checkpoint(payload, run_dir / "last.pt", previous=run_dir / "prev.pt")
-        if is_best:
-            save_checkpoint(payload, run_dir / f"best-step{state.step}.pt")
+        self.tokenizer = load_tokenizer(cfg.data.vocab, cfg.data.train, cfg.text)
+        self.model = build_model(cfg.frontend, cfg.model, self.tokenizer).to(device)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.schedule = Schedule(self.optimizer, cfg.optim, total_steps=cfg.train.max_steps)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+        self.amp_dtype = amp_dtype if device.type == "cuda" else None  # autocast only on CUDA
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.state = TrainState()
 
-    def validate_and_report() -> None:
-        """Dev loss, greedy CER/WER, plots and a checkpoint (rank 0 evaluates, others wait)."""
-        record = None
-        if dev_loader is not None:
-            record = validate(model, dev_loader, tokenizer, cfg, device, amp_dtype if use_amp else None, run_dir)
-            record.update(kind="valid", step=state.step, epoch=state.epoch)
-            state.history.append(record)
-            _write_log(log_file, record)
-            schedule.observe(record["dev_loss"])
-            plot_learning_curves(state.history, run_dir / "plots" / "learning_curve.png")
-            log.info("step %d: dev loss %.4f, CER %.2f%%, WER %.2f%%", state.step,
-                     record["dev_loss"], record["dev_cer"], record["dev_wer"])
-        checkpoint(record["dev_loss"] if record else None)
+        # Resume: an explicit --resume insists on a checkpoint; by default one is used when present.
+        found = _find_checkpoint(self.run_dir) if resume is not False else None
+        if resume and found is None:
+            raise TrainingError(f"{self.run_dir}: --resume given but no readable checkpoint there")
+        if found is not None:
+            path, ckpt = found
+            log.info("resuming from %s (step %d)", path, ckpt["train_state"]["step"])
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
+            self.schedule.load_state_dict(ckpt["train_state"]["schedule"])
+            self.scaler.load_state_dict(ckpt["train_state"]["scaler"])
+            self.state = _restore_state(ckpt["train_state"])
+        elif cfg.frontend.cmvn == "global":
+            # Identical on every rank: the same first utterances, read in order, no rank split.
+            compute_global_cmvn(self.model, cfg.data.train, limit=cfg.data.cmvn_utterances, device=device)
+        self.saved_at = self.state.step if found is not None else -1  # step of the newest checkpoint
 
-    progress = _progress(dist, state, cfg)
-    meter = _Throughput()
-    accum = max(1, cfg.optim.accum_steps)
-    saved_at = state.step if found is not None else -1
-    model.train()
-    while state.epoch < cfg.train.epochs and not _reached_max(cfg, state):
+        self.train_model: torch.nn.Module = self.model
+        if dist.distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.loader = _make_train_loader(cfg, self.tokenizer, dist)
+        self.dev_loader = _make_dev_loader(cfg, self.tokenizer) if cfg.data.dev and dist.is_main else None
+        self.log_file = (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.is_main else None
+        self.progress = _progress(dist, self.state, cfg)
+        self.meter = _Throughput()
+        if found is not None:
+            # Last, after everything that draws from them was built. Only rank 0's streams are
+            # saved (saving them all would need a collective while ranks may be at different
+            # batches): the other ranks restart theirs from (seed, rank, step), so a resumed
+            # multi-process run is equivalent but not bit-identical to an uninterrupted one.
+            if dist.is_main:
+                _restore_rng(ckpt["train_state"]["rng"])
+            else:
+                _seed_everything(cfg.train.seed + 1000003 * dist.rank + self.state.step)
+
+    def run(self) -> None:
+        """Epochs until train.epochs or train.max_steps, validating and checkpointing on the way."""
+        cfg, state = self.cfg, self.state
+        self.model.train()
+        while state.epoch < cfg.train.epochs and not self.finished:
+            self.train_epoch()
+            if self.finished:
+                break
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if not cfg.train.validate_every:
+                self.validate_and_report()
+        if self.saved_at != state.step:
+            self.validate_and_report()
+        if self.dist.is_main and (self.loader.skipped or self.loader.dropped):
+            log.warning("the last epoch skipped %d corrupt audio members and dropped %d utterances outside "
+                        "the duration limits", self.loader.skipped, self.loader.dropped)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.cfg.train.max_steps) and self.state.step >= self.cfg.train.max_steps
+
+    def train_epoch(self) -> None:
+        """The rest of the current epoch (all of it unless resuming), one update per accum_steps batches."""
+        cfg, state, loader = self.cfg, self.state, self.loader
+        accum = max(1, cfg.optim.accum_steps)
         loader.set_epoch(state.epoch)
         # Skips the batches trained on before a resume; each batch comes with its position in the
         # epoch (read as it arrives: _with_last looks one batch ahead).
         batches = ((b, loader.position) for b in loader.iter_from(state.batch_in_epoch))
         micro = 0
-        with _join(train_model, dist):
+        with _join(self.train_model, self.dist):
             for (batch, position), is_last in _with_last(batches):
-                batch = batch.to(device)
                 state.batch_in_epoch = position
                 micro += 1
                 sync = micro % accum == 0 or is_last  # gradients are all-reduced on this batch only
-                with _no_sync(train_model, not sync), torch.autocast(device.type, amp_dtype, enabled=use_amp):
-                    out = train_model(batch.waves, batch.wave_lengths, batch.targets, batch.target_lengths)
-                scaler.scale(out["loss"] / accum).backward()
-                meter.add(len(batch.ids), float(batch.wave_lengths.sum()) / cfg.frontend.features.sample_rate)
+                out = self.forward_backward(batch.to(self.device), accum, sync)
                 if not sync:
                     continue
                 micro = 0
-                grad_norm = _update(model, optimizer, scaler, cfg, state)
-                schedule.step()
+                grad_norm = _update(self.model, self.optimizer, self.scaler, cfg, state)
+                self.schedule.step()
                 state.step += 1
-                if state.step % cfg.train.log_every == 0 or state.step == 1:
-                    record = {"kind": "train", "step": state.step, "epoch": state.epoch,
-                              **{k: _item(v) for k, v in out.items() if k in LOGGED},
-                              "grad_norm": grad_norm, "lr": schedule.lr, **meter.rates(),
-                              "skipped_audio": loader.skipped, "dropped": loader.dropped,
-                              "nonfinite": state.nonfinite_total}
-                    if dist.is_main:
-                        state.history.append(record)
-                        _write_log(log_file, record)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{_item(out['loss']):.3f}", utt_s=f"{meter.last_rate:.1f}")
+                self.report_step(out, grad_norm)
                 if cfg.train.validate_every and state.step % cfg.train.validate_every == 0:
-                    validate_and_report()
-                    saved_at = state.step
+                    self.validate_and_report()
                 elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
-                    checkpoint()
-                    saved_at = state.step
-                if _reached_max(cfg, state):
-                    break
-        if _reached_max(cfg, state):
-            break
-        state.epoch += 1
-        state.batch_in_epoch = 0
-        if not cfg.train.validate_every:
-            validate_and_report()
-            saved_at = state.step
-    if saved_at != state.step:
-        validate_and_report()
-    if progress is not None:
-        progress.close()
-    if log_file is not None:
-        log_file.close()
-    if dist.is_main and (loader.skipped or loader.dropped):
-        log.warning("this run skipped %d corrupt audio members and dropped %d utterances outside "
-                    "the duration limits (counts of the last epoch)", loader.skipped, loader.dropped)
-    distributed.teardown(dist)
-    return run_dir
+                    self.checkpoint()
+                if self.finished:
+                    return
+
+    def forward_backward(self, batch, accum: int, sync: bool) -> dict:
+        """Loss of one batch and its (scaled, 1/accum) gradients, summed into .grad."""
+        with _no_sync(self.train_model, not sync):  # backward too: DDP all-reduces during it
+            with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+                out = self.train_model(batch.waves, batch.wave_lengths, batch.targets, batch.target_lengths)
+            self.scaler.scale(out["loss"] / accum).backward()
+        self.meter.add(len(batch.ids), float(batch.wave_lengths.sum()) / self.cfg.frontend.features.sample_rate)
+        return out
+
+    def report_step(self, out: dict, grad_norm: float) -> None:
+        """Progress bar every update; a JSON Lines record every train.log_every updates (rank 0)."""
+        state = self.state
+        if state.step % self.cfg.train.log_every == 0 or state.step == 1:
+            record = {"kind": "train", "step": state.step, "epoch": state.epoch,
+                      **{k: _item(v) for k, v in out.items() if k in LOGGED},
+                      "grad_norm": grad_norm, "lr": self.schedule.lr, **self.meter.rates(),
+                      "skipped_audio": self.loader.skipped, "dropped": self.loader.dropped,
+                      "nonfinite": state.nonfinite_total}
+            if self.dist.is_main:
+                state.history.append(record)
+                _write_log(self.log_file, record)
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{_item(out['loss']):.3f}", utt_s=f"{self.meter.last_rate:.1f}")
+
+    def validate_and_report(self) -> None:
+        """Dev loss, greedy CER/WER and plots on rank 0, then a checkpoint."""
+        record = None
+        if self.dev_loader is not None:
+            state = self.state
+            record = validate(self.model, self.dev_loader, self.tokenizer, self.cfg, self.device, self.amp_dtype,
+                              self.run_dir)
+            record.update(kind="valid", step=state.step, epoch=state.epoch)
+            state.history.append(record)
+            _write_log(self.log_file, record)
+            self.schedule.observe(record["dev_loss"])
+            plot_learning_curves(state.history, self.run_dir / "plots" / "learning_curve.png")
+            log.info("step %d: dev loss %.4f, CER %.2f%%, WER %.2f%%", state.step,
+                     record["dev_loss"], record["dev_cer"], record["dev_wer"])
+        self.checkpoint(record["dev_loss"] if record else None)
+
+    def checkpoint(self, best_loss: float | None = None) -> None:
+        """Rank 0 writes last.pt (the previous one kept as prev.pt) and, when among the best, best-stepN.pt."""
+        self.saved_at = self.state.step
+        if not self.dist.is_main:
+            return
+        is_best = best_loss is not None and _rank_best(self.run_dir, self.state, best_loss, self.cfg.train.keep_best)
+        payload = _payload(self.cfg, self.tokenizer, self.model, self.optimizer, self.schedule, self.scaler,
+                           self.state)
+        save_checkpoint(payload, self.run_dir / "last.pt", previous=self.run_dir / "prev.pt")
+        if is_best:
+            save_checkpoint(payload, self.run_dir / f"best-step{self.state.step}.pt")
+
+    def close(self) -> None:
+        """Close the progress bar and log, leave the process group."""
+        if self.progress is not None:
+            self.progress.close()
+        if self.log_file is not None:
+            self.log_file.close()
+        distributed.teardown(self.dist)
 
 
 LOGGED = ("loss", "att_loss", "ctc_loss", "accuracy")  # model outputs written to the training log
@@ -323,10 +362,6 @@ def _update(model, optimizer, scaler, cfg: ExperimentConfig, state: TrainState) 
                                 f"(step {state.step + 1}); lower optim.lr or check the data")
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
-
-
-def _reached_max(cfg: ExperimentConfig, state: TrainState) -> bool:
-    return bool(cfg.train.max_steps) and state.step >= cfg.train.max_steps
 
 
 def _with_last(iterable) -> Iterator[tuple[Any, bool]]:
