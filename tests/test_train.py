@@ -67,7 +67,7 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path):
     torch.set_num_threads(2)
     cfg = from_dict(ExperimentConfig, tiny_config(
-        eight_utterances, tmp_path / "run", train={"max_steps": 250, "validate_every": 50}))
+        eight_utterances, tmp_path / "run", train={"max_steps": 150, "validate_every": 75}))
     fit(cfg)
     valid = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     valid = [r for r in valid if r["kind"] == "valid"]
