@@ -22,6 +22,11 @@ COMMANDS: dict[str, str] = {
     "vocab": "asr.commands.vocab",
     "train": "asr.commands.train",
     "average": "asr.commands.average",
+    "train-lm": "asr.commands.train_lm",
+    "score": "asr.commands.score",
+    "evaluate": "asr.commands.evaluate",
+    "transcribe": "asr.commands.transcribe",
+    "plot-attention": "asr.commands.plot_attention",
 }
 
 

@@ -9,18 +9,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+from torch import Tensor
 
-from asr.audio import SAMPLE_RATE, load_audio
-from asr.checkpoint import load_checkpoint
-from asr.config import from_dict
+from asr.audio import SAMPLE_RATE
+from asr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from asr.config import from_dict, to_dict
 from asr.errors import AsrError
 from asr.features import CMVNStats, Frontend, FrontendConfig, compute_cmvn
 from asr.models.las import LAS, LASConfig, build_las
-from asr.search import greedy_search
+from asr.search import DecodeOptions, Hypothesis, decode
 from asr.text import CharTokenizer, NormalizerConfig
+
+if TYPE_CHECKING:
+    from asr.transcribe import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -66,40 +70,121 @@ def compute_global_cmvn(model: LAS, source: str, *, limit: int, device: torch.de
     return stats
 
 
+MIN_DECODE_SECONDS = 0.2  # shorter audio is zero-padded to this length (the listener needs a few frames)
+
+
+class LMVocabularyError(AsrError):
+    """A language model whose vocabulary differs from the recognizer's."""
+
+
 @dataclass
 class Recognizer:
-    """What `asr.load_model` returns: turns audio files into text."""
+    """What `asr.load_model` returns: turns audio files, or batches of waveforms, into text."""
 
     model: LAS
     tokenizer: CharTokenizer
-    config: dict[str, Any]  # the resolved training config stored in the checkpoint
+    config: dict[str, Any]  # the resolved training config stored in the checkpoint (frontend, model, text...)
+
+    @classmethod
+    def build(cls, frontend: FrontendConfig, model: LASConfig, tokenizer: CharTokenizer,
+              text: NormalizerConfig | None = None) -> Recognizer:
+        """A randomly initialised recognizer (for tests, tools and benchmarks); `save` writes it as a model file."""
+        config = {"frontend": to_dict(frontend), "model": to_dict(model), "text": to_dict(text or NormalizerConfig())}
+        return cls(build_model(frontend, model, tokenizer).eval(), tokenizer, config)
+
+    def save(self, path: str | Path) -> None:
+        """Write a model file that `load_model` reads back (config, vocabulary, weights incl. CMVN)."""
+        save_checkpoint({"config": self.config, "vocab": self.tokenizer.symbols, "model": self.model.state_dict()},
+                        path)
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are."""
         return next(self.model.parameters()).device
 
     @property
     def sample_rate(self) -> int:
+        """Hz of the waveforms the model expects."""
         return self.model.frontend.cfg.features.sample_rate
 
+    def load_lm(self, path: str | Path) -> torch.nn.Module:
+        """The character LM of `path` on this recognizer's device; its vocabulary must be the recognizer's."""
+        from asr.models.lm import load_lm
+
+        lm = load_lm(path, device=self.device)
+        if list(getattr(lm, "vocab", [])) != self.tokenizer.symbols:
+            raise LMVocabularyError(f"{path}: the language model's vocabulary differs from the recognizer's "
+                                    f"({len(getattr(lm, 'vocab', []))} vs {len(self.tokenizer)} symbols); "
+                                    "train it with the recognizer's vocabulary file")
+        return lm
+
     @torch.no_grad()
-    def transcribe(self, paths: Sequence[str | Path], *, batch_size: int = 8) -> list[str]:
-        """Greedy transcripts of whole audio files, in order (any format, rate and channel count)."""
+    def decode(self, waves: Tensor, wave_lengths: Tensor, options: DecodeOptions = DecodeOptions(),
+               lm: torch.nn.Module | None = None) -> list[list[Hypothesis]]:
+        """N-best hypotheses of padded waveforms (B, N) at `sample_rate` with lengths (B,), best first."""
         self.model.eval()
-        texts: list[str] = []
-        for start in range(0, len(paths), batch_size):
-            waves = [load_audio(p, self.sample_rate) for p in paths[start : start + batch_size]]
-            lengths = torch.tensor([len(w) for w in waves])
-            batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(self.device)
-            enc, enc_lengths = self.model.encode(batch, lengths.to(self.device))
-            texts += [self.tokenizer.decode(t) for t in greedy_search(self.model, enc, enc_lengths)]
-        return texts
+        waves, wave_lengths = pad_short(waves.to(self.device), wave_lengths.to(self.device),
+                                        int(MIN_DECODE_SECONDS * self.sample_rate))
+        enc, enc_lengths = self.model.encode(waves, wave_lengths)
+        return decode(self.model, enc, enc_lengths, options, lm)
+
+    def decode_texts(self, waves: Tensor, wave_lengths: Tensor, options: DecodeOptions = DecodeOptions(),
+                     lm: torch.nn.Module | None = None) -> list[str]:
+        """The best hypothesis of each waveform as text (see `decode`)."""
+        return [self.tokenizer.decode(nbest[0].tokens) for nbest in self.decode(waves, wave_lengths, options, lm)]
+
+    @torch.no_grad()
+    def attention(self, wave: Tensor, tokens: Sequence[int]) -> Tensor:
+        """Attention weights (U + 1, T') of the speller fed [GO] + tokens over one waveform (N,).
+
+        Row u is where the speller looks when it emits token u (the last row: [EOS]). Feeding the
+        best hypothesis's tokens gives the attention of the search that found it.
+        """
+        self.model.eval()
+        min_samples = int(MIN_DECODE_SECONDS * self.sample_rate)
+        waves, lengths = pad_short(wave.reshape(1, -1).to(self.device),
+                                   torch.tensor([wave.shape[-1]], device=self.device), min_samples)
+        enc, enc_lengths = self.model.encode(waves, lengths)
+        targets = torch.tensor([list(tokens)], dtype=torch.long, device=self.device).reshape(1, -1)
+        tokens_in, _, _ = self.model.teacher_inputs(targets, torch.tensor([len(tokens)], device=self.device))
+        _, weights = self.model.speller(enc, enc_lengths, tokens_in)  # (1, U + 1, T')
+        return weights[0, :, : int(enc_lengths[0])].float().cpu()
+
+    def transcribe(self, paths: str | Path | Sequence[str | Path], *, options: DecodeOptions = DecodeOptions(),
+                   lm: torch.nn.Module | None = None, timestamps: bool = False, **transcribe_options: Any
+                   ) -> list[str] | list[Transcript]:
+        """Transcripts of audio files in order: any format, sample rate, channel count and length.
+
+        Files longer than one segment are cut by the energy segmenter (asr.segment) and read
+        piece by piece, so memory stays bounded. Returns texts, or `Transcript`s (text and
+        timed segments) with `timestamps=True`; `transcribe_options` are TranscribeOptions
+        fields. Raises AsrError naming every file that could not be read, after trying all.
+        """
+        from asr.transcribe import TranscribeOptions, TranscriptionError, transcribe_files
+
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        results = list(transcribe_files(self, paths, TranscribeOptions(**transcribe_options), options, lm))
+        failed = [t.error for t in results if t.error is not None]
+        if failed:
+            raise TranscriptionError(f"{len(failed)} of {len(paths)} file(s) failed: " + "; ".join(failed))
+        return results if timestamps else [t.text for t in results]
+
+
+def pad_short(waves: Tensor, wave_lengths: Tensor, min_samples: int) -> tuple[Tensor, Tensor]:
+    """Zero-pad waveforms (B, N) shorter than `min_samples` (lengths raised to it): tiny clips still decode."""
+    if wave_lengths.numel() == 0 or int(wave_lengths.min()) >= min_samples:
+        return waves, wave_lengths
+    if waves.shape[1] < min_samples:
+        waves = torch.nn.functional.pad(waves, (0, min_samples - waves.shape[1]))
+    return waves, wave_lengths.clamp(min=min_samples)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
     """Rebuild a recognizer from a checkpoint file alone (config, vocabulary, CMVN, weights)."""
     ckpt = load_checkpoint(path)
-    config = ckpt["config"]
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or "frontend" not in config or "model" not in config or "vocab" not in ckpt:
+        raise CheckpointError(f"{path}: not a recognizer model (no frontend/model config or vocabulary)")
     text_cfg = from_dict(NormalizerConfig, config.get("text", {}))
     tokenizer = CharTokenizer(ckpt["vocab"], normalizer=text_cfg)
     model = build_model(from_dict(FrontendConfig, config["frontend"]), from_dict(LASConfig, config["model"]), tokenizer)
@@ -108,4 +193,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
     return Recognizer(model=model, tokenizer=tokenizer, config=config)
 
 
-__all__ = ["Recognizer", "build_model", "load_model", "load_tokenizer", "compute_global_cmvn", "SAMPLE_RATE"]
+__all__ = ["Recognizer", "build_model", "load_model", "load_tokenizer", "compute_global_cmvn", "pad_short",
+           "SAMPLE_RATE"]

@@ -31,7 +31,7 @@ from asr.config import save_config, to_dict
 from asr.data.loader import LoaderConfig, make_loader
 from asr.errors import AsrError
 from asr.features import FrontendConfig
-from asr.metrics import score
+from asr.scoring import score_texts
 from asr.models.las import LASConfig
 from asr.optim import OptimConfig, Schedule, build_optimizer
 from asr.plots import plot_attention, plot_learning_curves
@@ -309,7 +309,7 @@ def validate(model, loader, tokenizer, cfg: ExperimentConfig, device: torch.devi
     if run_dir is not None and longest is not None and cfg.train.plot_utterances > 0:
         _plot_alignments(model, *longest, tokenizer, cfg.train.plot_utterances, run_dir)
     model.train(was_training)
-    scores = score(refs, hyps)
+    scores = score_texts(refs, hyps)
     return {"dev_loss": loss_sum / max(utts, 1), "dev_cer": scores["cer"], "dev_wer": scores["wer"],
             "dev_utterances": utts, "examples": [[r, h] for r, h in list(zip(refs, hyps))[:3]]}
 

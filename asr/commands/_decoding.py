@@ -1,0 +1,62 @@
+"""Options shared by the commands that decode (evaluate, transcribe, plot-attention); not a command itself."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --threads."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def add_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fields of asr.search.DecodeOptions, and the language model file."""
+    group = parser.add_argument_group("search")
+    group.add_argument("--beam-size", type=int, default=1, help="hypotheses kept per utterance (1 = greedy)")
+    group.add_argument("--ctc-weight", type=float, default=0.0,
+                       help="weight of CTC prefix scores in [0, 1] (needs a model with a CTC head; 0.3 is usual)")
+    group.add_argument("--lm", metavar="LM.pt", help="character language model written by `asr train-lm`")
+    group.add_argument("--lm-weight", type=float, default=None,
+                       help="shallow fusion weight of --lm (default 0.3 with --lm)")
+    group.add_argument("--length-penalty", type=float, default=0.0, help="score added per output token")
+    group.add_argument("--length-normalize", action="store_true", help="rank hypotheses by score per token")
+    group.add_argument("--eos-threshold", type=float, default=1.5,
+                       help="[EOS] only when its log-prob exceeds this times the best other token's (0 = always)")
+    group.add_argument("--min-len-ratio", type=float, default=0.0, help="min output tokens per encoder frame")
+    group.add_argument("--max-len-ratio", type=float, default=1.0, help="max output tokens per encoder frame")
+    group.add_argument("--attention-guard", action="store_true",
+                       help="end hypotheses whose attention stalls or jumps back")
+
+
+def decode_options(args: argparse.Namespace) -> Any:
+    """DecodeOptions from the parsed search arguments."""
+    from asr.search import DecodeOptions
+
+    lm_weight = args.lm_weight if args.lm_weight is not None else (0.3 if args.lm else 0.0)
+    return DecodeOptions(beam_size=args.beam_size, ctc_weight=args.ctc_weight, lm_weight=lm_weight,
+                         length_penalty=args.length_penalty, length_normalize=args.length_normalize,
+                         eos_threshold=args.eos_threshold, min_len_ratio=args.min_len_ratio,
+                         max_len_ratio=args.max_len_ratio, attention_guard=args.attention_guard)
+
+
+def load_recognizer(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(recognizer, decode options, language model or None) from the parsed arguments."""
+    import torch
+
+    from asr.errors import AsrError
+    from asr.recognizer import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise AsrError(f"--device {device}: CUDA is not available on this machine")
+    options = decode_options(args)
+    recognizer = load_model(args.model, device=device)
+    lm = recognizer.load_lm(args.lm) if args.lm and options.lm_weight > 0 else None
+    return recognizer, options, lm

@@ -1,0 +1,36 @@
+"""`asr evaluate MODEL DATA`: decode a test set, print WER/CER and the real-time factor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from asr.commands._decoding import add_model_arguments, add_search_arguments, load_recognizer
+
+HELP = "decode a manifest or shards with a model and score it (WER/CER, S/D/I, real-time factor)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `asr evaluate`."""
+    parser.add_argument("model", help="model file (a checkpoint written by `asr train` or `asr average`)")
+    parser.add_argument("data", help="JSON Lines manifest, shard index (*.index.jsonl), shard directory or URLs")
+    parser.add_argument("--report", metavar="DIR",
+                        help="write results.jsonl (per utterance, with word alignment), ref.trn, hyp.trn, summary.json")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--batch-seconds", type=float, default=100.0, help="padded seconds of audio per batch")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="utterances per batch at most")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_model_arguments(parser)
+    add_search_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the summary (a line, or JSON with --json)."""
+    from asr.evaluate import evaluate
+    from asr.reports import format_summary
+
+    recognizer, options, lm = load_recognizer(args)
+    summary = evaluate(recognizer, args.data, options, lm=lm, batch_seconds=args.batch_seconds,
+                       max_batch_size=args.max_batch_size, report_dir=args.report, progress=not args.no_progress)
+    print(json.dumps(summary, ensure_ascii=False) if args.json else format_summary(summary))
+    return 0

@@ -1,0 +1,215 @@
+"""`asr transcribe` and Recognizer.transcribe: formats, bad files, any rate/channels, long files in pieces."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import asr
+import asr.transcribe as transcribe_module
+from asr.audio import load_audio
+from asr.cli import main
+from asr.features import FeatureConfig, FrontendConfig
+from asr.models.attention import AttentionConfig
+from asr.models.las import LASConfig
+from asr.models.listener import ListenerConfig
+from asr.models.speller import SpellerConfig
+from asr.recognizer import Recognizer
+from asr.search import SearchError
+from asr.segment import SegmenterConfig
+from asr.text import CharTokenizer
+from asr.transcribe import (TimedText, Transcript, TranscribeOptions, TranscriptionError, format_srt,
+                            format_transcript, format_vtt, timestamp, transcribe_files)
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 16000
+SRT_TIME = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
+VTT_TIME = r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """A randomly initialised recognizer small enough to decode in milliseconds."""
+    torch.manual_seed(0)
+    tokenizer = CharTokenizer.from_texts(["abc def ghi jkl mno pqr stu vwx yz don't"])
+    model = LASConfig(listener=ListenerConfig(layers=2, hidden=16, reduce=(2, 2), projection=16),
+                      speller=SpellerConfig(embed_dim=8, hidden=16,
+                                            attention=AttentionConfig(dim=16, conv_channels=2, conv_kernel=5)),
+                      ctc_weight=0.3)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    recognizer = Recognizer.build(FrontendConfig(features=FeatureConfig(n_mels=20), cmvn="utterance"), model, tokenizer)
+    with torch.no_grad():  # never emit blank/[GO], rarely end early: transcripts are non-empty and vary
+        bias = recognizer.model.speller.output.bias
+        bias[[tokenizer.blank_id, tokenizer.go_id]] = -10.0
+        bias[tokenizer.eos_id] -= 2.0
+    recognizer.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recognizer(model_file):
+    return asr.load_model(model_file)
+
+
+def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    n = int(seconds * SR)
+    envelope = 0.02 + 0.1 * (1 + np.sin(2 * np.pi * 4 * np.arange(n) / SR)) / 2
+    return (rng.standard_normal(n) * envelope).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """short: 1.5 s mono 16 kHz; stereo: the same at 44.1 kHz in two channels; long: 75 s of bursts; bad: junk."""
+    folder = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(0)
+    short = speech_like(rng, 1.5)
+    sf.write(folder / "short.wav", short, SR, subtype="FLOAT")
+    stereo = load_audio(folder / "short.wav", 44100).numpy()
+    sf.write(folder / "stereo.flac", np.stack([stereo, 0.8 * stereo], axis=1), 44100)
+    parts = []
+    for _ in range(15):
+        parts += [(rng.standard_normal(int(rng.uniform(1.0, 2.0) * SR)) * 1e-3).astype(np.float32),
+                  speech_like(rng, rng.uniform(2.0, 3.0))]
+    sf.write(folder / "long.wav", np.concatenate(parts), SR, subtype="PCM_16")
+    (folder / "bad.wav").write_bytes(b"RIFF but not really a wave file")
+    return {p.stem: p for p in folder.iterdir()}
+
+
+# ---------------------------------------------------------------- formats
+
+def test_timestamps_srt_and_vtt_syntax():
+    assert timestamp(0) == "00:00:00.000"
+    assert timestamp(3725.5) == "01:02:05.500"
+    assert timestamp(59.9996, ",") == "00:01:00,000"
+    t = Transcript("a.wav", "hello world", [TimedText(0.5, 2.25, "hello"), TimedText(2.5, 3.0, ""),
+                                             TimedText(61.0, 62.125, "world")], duration=63.0)
+    srt = format_srt(t)
+    assert srt == "1\n00:00:00,500 --> 00:00:02,250\nhello\n\n2\n00:01:01,000 --> 00:01:02,125\nworld\n\n"
+    vtt = format_vtt(t)
+    assert vtt.startswith("WEBVTT\n\n") and "00:01:01.000 --> 00:01:02.125\nworld\n" in vtt
+    assert json.loads(format_transcript(t, "json"))["segments"][2] == {"start": 61.0, "end": 62.125, "text": "world"}
+    assert format_transcript(t, "txt") == "hello world\n"
+
+
+# ---------------------------------------------------------------- files
+
+def test_bad_file_is_reported_and_the_others_are_transcribed(model_file, files, capsys, one_thread):
+    args = [str(files["short"]), str(files["bad"]), str(files["stereo"])]
+    assert main(["transcribe", str(model_file), *args, "--device", "cpu"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [args[0], args[2]]
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(files["bad"]) in errors[0]
+    assert "1 of 3 file(s) failed" in err
+
+
+def test_stereo_44k_gives_the_transcript_of_its_16k_mono_mixdown(recognizer, files, tmp_path, one_thread):
+    mono16 = load_audio(files["stereo"], SR)
+    sf.write(tmp_path / "mono16.wav", mono16.numpy(), SR, subtype="FLOAT")
+    out = recognizer.transcribe([files["stereo"], tmp_path / "mono16.wav"])
+    assert out[0] == out[1]
+    assert recognizer.transcribe(str(files["stereo"])) == out[:1]  # a single path is fine too
+
+
+def test_long_file_is_read_in_segments_and_batching_does_not_change_it(recognizer, files, monkeypatch, one_thread):
+    requested = []
+
+    def spy(path, sample_rate, **kw):
+        requested.append(kw.get("duration"))
+        return load_audio(path, sample_rate, **kw)
+
+    monkeypatch.setattr(transcribe_module, "load_audio", spy)
+    options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=10.0))
+    [big] = list(transcribe_files(recognizer, [files["long"]], options))
+    assert big.error is None and big.duration == pytest.approx(sf.info(str(files["long"])).duration)
+    assert len(big.segments) == 15  # one per burst
+    assert all(d is not None and d <= 10.0 for d in requested) and len(requested) == 15
+    assert all(a.end <= b.start for a, b in zip(big.segments, big.segments[1:]))
+    assert big.text == " ".join(s.text for s in big.segments if s.text)
+    small = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=10.0), batch_seconds=0.5)
+    [one_at_a_time] = list(transcribe_files(recognizer, [files["long"]], small))
+    assert one_at_a_time.segments == big.segments
+
+
+def test_files_share_batches_but_come_back_in_order(recognizer, files, one_thread):
+    paths = [files["long"], files["short"], files["bad"], files["stereo"], files["short"]]
+    options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=10.0))
+    together = list(transcribe_files(recognizer, paths, options))
+    assert [t.path for t in together] == [str(p) for p in paths]
+    assert [t.error is None for t in together] == [True, True, False, True, True]
+    alone = [next(transcribe_files(recognizer, [p], options)) for p in paths]
+    assert [t.text for t in together] == [t.text for t in alone]
+    assert together[1].segments == [TimedText(0.0, 1.5, together[1].text)]  # a short file is one piece
+    with pytest.raises(TranscriptionError, match="bad.wav"):
+        recognizer.transcribe(paths)
+
+
+def test_a_decoding_error_stops_everything_instead_of_failing_each_file(recognizer, files, monkeypatch):
+    def broken(*args, **kwargs):
+        raise SearchError("ctc_weight > 0 needs a model with a CTC head")
+
+    monkeypatch.setattr(recognizer, "decode_texts", broken)
+    with pytest.raises(SearchError):
+        list(transcribe_files(recognizer, [files["short"], files["stereo"]]))
+
+
+def test_subtitles_and_json_into_an_output_directory(model_file, files, tmp_path, capsys, one_thread):
+    args = ["transcribe", str(model_file), str(files["long"]), str(files["short"]), "--device", "cpu",
+            "--max-segment", "10"]
+    assert main(args + ["--format", "srt"]) == 1  # several files need --output-dir
+    assert "--output-dir" in capsys.readouterr().err
+    assert main(args + ["--format", "vtt", "--output-dir", str(tmp_path)]) == 0
+    vtt = (tmp_path / "long.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n") and len(re.findall(VTT_TIME, vtt)) == 15
+    assert main(["transcribe", str(model_file), str(files["long"]), "--format", "srt", "--max-segment", "10"]) == 0
+    srt = capsys.readouterr().out
+    assert len(re.findall(rf"^\d+\n{SRT_TIME}\n.+\n$", srt, flags=re.M)) == 15
+    assert main(args + ["--format", "json"]) == 0
+    objs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(o["file"]).name for o in objs] == ["long.wav", "short.wav"]
+    assert len(objs[0]["segments"]) == 15 and set(objs[0]["segments"][0]) == {"start", "end", "text"}
+
+
+# ---------------------------------------------------------------- the long-audio tool
+
+def test_long_audio_check_tool_runs(model_file, so762_dir, capsys, one_thread):
+    spec = importlib.util.spec_from_file_location("long_audio_check", REPO / "tools" / "long_audio_check.py")
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # its dataclasses look their module up there
+    spec.loader.exec_module(tool)
+    assert tool.main([str(model_file), str(so762_dir / "dev.jsonl"), "--minutes", "0.5", "--json",
+                      "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["minutes"] >= 0.5 and out["utterances"] >= 5 and out["matched"] == out["utterances"]
+    assert out["peak_rss_mb"] >= out["rss_before_mb"] > 0
+    assert out["span_start_error_max"] < 0.5 and out["span_end_error_max"] < 0.5
+    for key in ("wer_long", "wer_one_by_one", "start_error_max", "end_error_mean", "rtf_long"):
+        assert key in out
+
+
+# ---------------------------------------------------------------- attention plots
+
+def test_attention_along_the_hypothesis_and_the_plot_command(recognizer, model_file, files, tmp_path, capsys,
+                                                             one_thread):
+    wave = load_audio(files["short"], SR)
+    [[best]] = recognizer.decode(wave.unsqueeze(0), torch.tensor([wave.shape[0]]))
+    weights = recognizer.attention(wave, best.tokens)
+    assert weights.shape[0] == len(best.tokens) + 1 and weights.shape[1] > 10
+    assert torch.allclose(weights.sum(dim=1), torch.ones(weights.shape[0]), atol=1e-4)
+    out = tmp_path / "hyp.png"
+    assert main(["plot-attention", str(model_file), str(files["stereo"]), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["plot-attention", str(model_file), str(files["short"]), "--text", "abc def", "--out",
+                 str(tmp_path / "ref.png")]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "ref.png").stat().st_size > 1000
+    assert main(["plot-attention", str(model_file), str(files["short"]), "--text", "abc 9", "--out",
+                 str(tmp_path / "x.png")]) == 1
+    assert "'9'" in capsys.readouterr().err
