@@ -30,14 +30,13 @@ batch, so decoding always ends after at most max(limits) steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from asr.ctc_prefix import CTCPrefixScorer
 from asr.errors import AsrError
-from asr.models.speller import DecoderState
 
 NEG_INF = float("-inf")
 CTC_SCORING_RATIO = 1.5  # candidate tokens scored by CTC per hypothesis = ratio * beam (ESPnet's default)
@@ -258,7 +257,8 @@ class _BeamSearch:
             psi = psi_full[rows, flat_tok]
             self.ctc_state = self.ctc.extend(self.ctc_state, rows, flat_tok, psi)
             self.ctc_psi = psi.float().view(b, k)
-        self.dec = _reorder_beams(self.dec, rows)
+        # A state may offer a cheaper reorder for rows that stay within their utterance.
+        self.dec = getattr(self.dec, "reorder_beams", self.dec.index_select)(rows)
         self.hist = self.hist.gather(1, new_src.unsqueeze(-1).expand(-1, -1, self.max_tokens))
         self.hist[:, :, i] = new_tok
         if self.opts.attention_guard:
@@ -414,17 +414,3 @@ class _BeamSearch:
             self.lm_state = self.lm_state.index_select(rows)
         if self.ctc_state is not None:
             self.ctc_state = self.ctc_state.index_select(rows)
-
-
-def _reorder_beams(state, rows: Tensor):
-    """state.index_select(rows) for a reorder that keeps every row within its utterance.
-
-    The speller's encoder memory (enc, keys, mask) is the same for all beams of an utterance, so
-    it is left in place instead of being copied each step (most of the cost of a step otherwise).
-    """
-    if isinstance(state, DecoderState):
-        def sel(t: Tensor) -> Tensor:
-            return t.index_select(0, rows)
-        return replace(state, h=tuple(map(sel, state.h)), c=tuple(map(sel, state.c)), context=sel(state.context),
-                       weights=sel(state.weights))
-    return state.index_select(rows)

@@ -35,7 +35,7 @@ def test_read_resolves_audio_against_the_manifest_folder(tmp_path, monkeypatch) 
         {"id": "a", "audio": "audio/a.flac", "duration": 1.5, "text": "hi", "speaker": "s1"},
         {"id": "b", "audio": "/abs/b.wav", "duration": 2, "text": "", "offset": 0.5, "extra": 1},
     ]
-    path = write_lines(tmp_path / "sub" / "m.jsonl", rows)
+    write_lines(tmp_path / "sub" / "m.jsonl", rows)
     monkeypatch.chdir(tmp_path)  # not the manifest's folder
     utts = read_manifest("sub/m.jsonl")
     assert utts == [

@@ -16,7 +16,7 @@ and `step` run the same code, so they give the same numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +69,17 @@ class DecoderState:
         return DecoderState(
             h=tuple(sel(t) for t in self.h), c=tuple(sel(t) for t in self.c), context=sel(self.context),
             weights=sel(self.weights), enc=sel(self.enc), keys=sel(self.keys), mask=sel(self.mask))
+
+    def reorder_beams(self, idx: Tensor) -> DecoderState:
+        """`index_select` for a reorder that keeps every row within its utterance (beam search).
+
+        The encoder memory (enc, keys, mask) is the same for all beams of an utterance, so it is
+        left in place instead of being copied each step (most of a beam step's cost otherwise).
+        """
+        def sel(t: Tensor) -> Tensor:
+            return t.index_select(0, idx)
+        return replace(self, h=tuple(sel(t) for t in self.h), c=tuple(sel(t) for t in self.c),
+                       context=sel(self.context), weights=sel(self.weights))
 
 
 class Speller(nn.Module):
