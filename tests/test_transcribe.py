@@ -15,17 +15,11 @@ import torch
 
 import asr
 import asr.transcribe as transcribe_module
+from tiny_models import tiny_model
 from asr.audio import load_audio
 from asr.cli import main
-from asr.features import FeatureConfig, FrontendConfig
-from asr.models.attention import AttentionConfig
-from asr.models.las import LASConfig
-from asr.models.listener import ListenerConfig
-from asr.models.speller import SpellerConfig
-from asr.recognizer import Recognizer
 from asr.search import SearchError
 from asr.segment import SegmenterConfig
-from asr.text import CharTokenizer
 from asr.transcribe import (TimedText, Transcript, TranscribeOptions, TranscriptionError, format_srt,
                             format_transcript, format_vtt, timestamp, transcribe_files)
 
@@ -37,21 +31,7 @@ VTT_TIME = r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d"
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    """A randomly initialised recognizer small enough to decode in milliseconds."""
-    torch.manual_seed(0)
-    tokenizer = CharTokenizer.from_texts(["abc def ghi jkl mno pqr stu vwx yz don't"])
-    model = LASConfig(listener=ListenerConfig(layers=2, hidden=16, reduce=(2, 2), projection=16),
-                      speller=SpellerConfig(embed_dim=8, hidden=16,
-                                            attention=AttentionConfig(dim=16, conv_channels=2, conv_kernel=5)),
-                      ctc_weight=0.3)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    recognizer = Recognizer.build(FrontendConfig(features=FeatureConfig(n_mels=20), cmvn="utterance"), model, tokenizer)
-    with torch.no_grad():  # never emit blank/[GO], rarely end early: transcripts are non-empty and vary
-        bias = recognizer.model.speller.output.bias
-        bias[[tokenizer.blank_id, tokenizer.go_id]] = -10.0
-        bias[tokenizer.eos_id] -= 2.0
-    recognizer.save(path)
-    return path
+    return tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt", ["abc def ghi jkl mno pqr stu vwx yz don't"])
 
 
 @pytest.fixture(scope="module")
