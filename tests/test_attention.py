@@ -125,3 +125,24 @@ def test_gradcheck_listener_and_location_attention() -> None:
     x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
     query = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(fn, (x, query), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_window_keeps_attention_near_the_previous_peak(kind):
+    torch.manual_seed(0)
+    cfg = AttentionConfig(kind=kind, dim=8, conv_channels=2, conv_kernel=5, window=3, window_back=1)
+    att = build_attention(cfg, Q, D)
+    enc, query = torch.randn(B, T, D), torch.randn(B, Q)
+    lengths = torch.tensor([T, 7, 5])
+    mask = time_mask(lengths, T)
+    # At the start the previous weights are uniform: the window opens at the first frame.
+    _, w = att(query, enc, att.preprocess(enc), mask, uniform_weights(mask))
+    assert torch.all(w[:, 4:] == 0) and torch.allclose(w.sum(1), torch.ones(B))
+    # Later, frames outside [peak - 1, peak + 3] get no weight, and padding never does.
+    prev = torch.zeros(B, T)
+    prev[0, 6], prev[1, 5], prev[2, 4] = 1.0, 1.0, 1.0
+    _, w = att(query, enc, att.preprocess(enc), mask, prev)
+    for b, peak in enumerate([6, 5, 4]):
+        visible = torch.zeros(T, dtype=torch.bool)
+        visible[peak - 1: min(peak + 4, int(lengths[b]))] = True
+        assert torch.all(w[b, ~visible] == 0) and torch.all(w[b, visible] > 0)

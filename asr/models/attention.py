@@ -41,12 +41,19 @@ class AttentionConfig:
     conv_kernel: int = 201  # location features: taps of that convolution (odd; 201 = 100 each side)
     sharpening: float = 1.0  # beta: energies are scaled by beta before normalising (ESPnet uses 2.0)
     smoothing: bool = False  # sigmoid normalisation instead of softmax (flatter alignments)
+    # Windowing (Chorowski et al. 2015): attend only to frames [p - window_back, p + window] around
+    # the peak p of the previous weights (the first frame at the start, where they are uniform), so
+    # alignments can only move forward a little at a time. 0 = off.
+    window: int = 0
+    window_back: int = 1  # frames behind the previous peak that stay visible when windowing
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.conv_channels < 1 or self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
             raise ValueError(f"attention: dim/conv_channels must be >= 1 and conv_kernel odd, got {self}")
         if self.sharpening <= 0:
             raise ValueError(f"attention: sharpening must be > 0, got {self.sharpening}")
+        if self.window < 0 or self.window_back < 0:
+            raise ValueError(f"attention: window and window_back must be >= 0, got {self}")
 
 
 def uniform_weights(mask: Tensor) -> Tensor:
@@ -75,6 +82,8 @@ class Attention(nn.Module):
         """Attend: query (B, Dq), enc (B, T, D), keys (B, T, A), mask (B, T) valid, prev (B, T)
         -> context (B, D), weights (B, T)."""
         e = self.energies(query, keys, prev_weights)  # (B, T)
+        if self.cfg.window:
+            mask = mask & self.window_mask(prev_weights)
         if self.cfg.sharpening != 1.0:
             e = e * self.cfg.sharpening
         if self.cfg.smoothing:
@@ -84,6 +93,15 @@ class Attention(nn.Module):
             weights = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=1)
         context = torch.bmm(weights.unsqueeze(1).to(enc.dtype), enc).squeeze(1)  # (B, D)
         return context, weights
+
+    def window_mask(self, prev_weights: Tensor) -> Tensor:
+        """Frames within the window around each row's previous peak: (B, T) bool.
+
+        The peak is a valid frame (padded frames have weight 0), so the window is never empty.
+        """
+        peak = prev_weights.argmax(dim=1, keepdim=True)  # (B, 1); ties -> first frame
+        t = torch.arange(prev_weights.shape[1], device=prev_weights.device)
+        return (t >= peak - self.cfg.window_back) & (t <= peak + self.cfg.window)
 
 
 class LocationAttention(Attention):
