@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "asr.commands.evaluate",
     "transcribe": "asr.commands.transcribe",
     "plot-attention": "asr.commands.plot_attention",
+    "recipe": "asr.commands.recipe",
 }
 
 
