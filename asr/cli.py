@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "asr.commands.evaluate",
     "transcribe": "asr.commands.transcribe",
     "plot-attention": "asr.commands.plot_attention",
+    "synth": "asr.commands.synth",
     "recipe": "asr.commands.recipe",
 }
 

@@ -1,0 +1,1 @@
+"""Synthetic read-speech corpora: offline English text spoken by offline TTS voices (`asr synth`)."""
