@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "plot-attention": "asr.commands.plot_attention",
     "synth": "asr.commands.synth",
     "recipe": "asr.commands.recipe",
+    "demo": "asr.commands.demo",
 }
 
 

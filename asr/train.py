@@ -64,6 +64,7 @@ class TrainConfig:
 
     epochs: int = 20  # passes over the training data
     max_steps: int = 0  # stop after this many updates (0 = no limit)
+    max_minutes: float = 0.0  # stop after this much wall time (0 = no limit), at an update boundary, with a checkpoint
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # mixed precision on CUDA (fp16 uses a gradient scaler)
     seed: int = 0  # seeds model init, data order, dropout and SpecAugment
@@ -117,6 +118,7 @@ class Trainer:
 
     def __init__(self, cfg: ExperimentConfig, *, resume: bool | None = None) -> None:
         self.cfg = cfg
+        self.started = time.monotonic()  # train.max_minutes counts from here
         self.dist = dist = distributed.setup(cfg.train.device)
         self.device = device = dist.device
         self.run_dir = Path(cfg.out_dir)
@@ -190,7 +192,11 @@ class Trainer:
 
     @property
     def finished(self) -> bool:
-        return bool(self.cfg.train.max_steps) and self.state.step >= self.cfg.train.max_steps
+        """True once train.max_steps updates are done or train.max_minutes of wall time have passed."""
+        train = self.cfg.train
+        if train.max_steps and self.state.step >= train.max_steps:
+            return True
+        return bool(train.max_minutes) and time.monotonic() - self.started >= 60.0 * train.max_minutes
 
     def train_epoch(self) -> None:
         """The rest of the current epoch (all of it unless resuming), one update per accum_steps batches."""

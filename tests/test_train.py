@@ -142,6 +142,16 @@ def test_truncated_last_checkpoint_falls_back_to_previous(eight_utterances, tmp_
     assert load_checkpoint(last)["train_state"]["step"] == 6
 
 
+def test_time_budget_stops_early_with_a_checkpoint(eight_utterances, tmp_path):
+    cfg = from_dict(ExperimentConfig, tiny_config(
+        eight_utterances, tmp_path / "run", train={"max_steps": 0, "epochs": 1000, "max_minutes": 1e-4}))
+    start = time.monotonic()
+    fit(cfg)
+    assert time.monotonic() - start < 60  # 1000 epochs would take far longer
+    step = load_checkpoint(tmp_path / "run" / "last.pt")["train_state"]["step"]
+    assert step <= 3  # the budget (6 ms) is spent after the first update at the latest
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_step_and_split_the_data(eight_utterances, tmp_path):
     config = tmp_path / "ddp.yaml"
