@@ -51,21 +51,6 @@ def setup(device_name: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def barrier(info: DistInfo) -> None:
-    """Wait for every rank (no-op when alone)."""
-    if info.distributed:
-        dist.barrier()
-
-
-def gather_objects(info: DistInfo, obj):
-    """List of `obj` from every rank (on every rank); `[obj]` when alone."""
-    if not info.distributed:
-        return [obj]
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 def teardown(info: DistInfo) -> None:
     """Leave the process group."""
     if info.distributed and dist.is_initialized():
