@@ -53,8 +53,6 @@ def corpus_complete(folder: Path) -> bool:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Build the corpus (unless present), run the synthetic recipe with the time budget, transcribe one test file."""
-    import torch
-
     from asr.data.manifest import read_manifest
     from asr.recipe import RecipeOptions, run_recipe
     from asr.recognizer import load_model
@@ -76,7 +74,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
                                        progress=options.progress, extra=extra))
     model = out / "model.pt"
     sample = read_manifest(out / "data" / "test.jsonl")[0]
-    recognizer = load_model(model, device="cuda" if torch.cuda.is_available() else "cpu")
+    recognizer = load_model(model, device="auto")
     hypothesis = recognizer.transcribe([sample.audio])[0]
     return DemoResult(results=results, model=model, plots=out / "exp" / "plots", report=out / "results.md",
                       sample_audio=Path(sample.audio), sample_reference=sample.text, sample_hypothesis=hypothesis)

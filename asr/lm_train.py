@@ -23,6 +23,7 @@ import torch
 
 from asr.checkpoint import save_checkpoint
 from asr.config import to_dict
+from asr.distributed import resolve_device
 from asr.errors import AsrError
 from asr.models.lm import CharLM, CharLMConfig
 from asr.text import CharTokenizer, NormalizerConfig, OOVError
@@ -120,10 +121,6 @@ def perplexity(lm: CharLM, sentences: list[list[int]], batch_size: int = 64) -> 
     return math.exp(nll / max(count, 1))
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def train_lm(cfg: LMConfig, texts: list[str | Path], vocab: str | Path, out: str | Path) -> dict:
@@ -140,7 +137,7 @@ def train_lm(cfg: LMConfig, texts: list[str | Path], vocab: str | Path, out: str
     log.info("%d training lines, %d held out, vocabulary of %d", len(train), len(dev), len(tokenizer))
 
     torch.manual_seed(cfg.seed)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     lm = CharLM(cfg.model, len(tokenizer), go_id=tokenizer.go_id, eos_id=tokenizer.eos_id,
                 pad_id=tokenizer.pad_id).to(device)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -219,12 +219,10 @@ def stage_validate(run: RecipeRun) -> dict[str, Any]:
 
 def stage_vocab(run: RecipeRun) -> dict[str, Any]:
     """The character vocabulary of the training texts, normalised as the config says."""
-    from asr.data.manifest import read_manifest
-    from asr.text import CharTokenizer
+    from asr.recognizer import load_tokenizer
 
     cfg = experiment_config(run)
-    train = run.manifests()[run.module.TRAIN]
-    tokenizer = CharTokenizer.from_texts((u.text for u in read_manifest(train)), normalizer=cfg.text)
+    tokenizer = load_tokenizer(None, str(run.manifests()[run.module.TRAIN]), cfg.text)
     path = run.out / "vocab.txt"
     tokenizer.save(path)
     return {"vocab": str(path), "symbols": len(tokenizer)}
@@ -271,14 +269,12 @@ def stage_average(run: RecipeRun) -> dict[str, Any]:
 
 def stage_evaluate(run: RecipeRun) -> dict[str, Any]:
     """Every test split with each search of SEARCHES -> OUT/eval/<split>/<search>/ reports."""
-    import torch
-
     from asr.evaluate import evaluate
     from asr.recognizer import load_model
     from asr.search import DecodeOptions
 
     manifests = run.manifests()
-    recognizer = load_model(run.out / "model.pt", device="cuda" if torch.cuda.is_available() else "cpu")
+    recognizer = load_model(run.out / "model.pt", device="auto")
     summaries: dict[str, dict[str, Any]] = {}
     for split in run.outputs("prepare")["tests"]:
         for search, fields in SEARCHES.items():

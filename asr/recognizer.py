@@ -17,6 +17,7 @@ from torch import Tensor
 from asr.audio import SAMPLE_RATE
 from asr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from asr.config import from_dict, to_dict
+from asr.distributed import resolve_device
 from asr.errors import AsrError
 from asr.features import CMVNStats, Frontend, FrontendConfig, compute_cmvn
 from asr.models.las import LAS, LASConfig, build_las
@@ -180,7 +181,10 @@ def pad_short(waves: Tensor, wave_lengths: Tensor, min_samples: int) -> tuple[Te
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
-    """Rebuild a recognizer from a checkpoint file alone (config, vocabulary, CMVN, weights)."""
+    """Rebuild a recognizer from a checkpoint file alone (config, vocabulary, CMVN, weights).
+
+    `device` may be "auto": the GPU when there is one, else the CPU.
+    """
     ckpt = load_checkpoint(path)
     config = ckpt.get("config")
     if not isinstance(config, dict) or "frontend" not in config or "model" not in config or "vocab" not in ckpt:
@@ -189,7 +193,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
     tokenizer = CharTokenizer(ckpt["vocab"], normalizer=text_cfg)
     model = build_model(from_dict(FrontendConfig, config["frontend"]), from_dict(LASConfig, config["model"]), tokenizer)
     model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
+    model.to(resolve_device(device) if isinstance(device, str) else device).eval()
     return Recognizer(model=model, tokenizer=tokenizer, config=config)
 
 

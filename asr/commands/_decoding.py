@@ -51,12 +51,9 @@ def load_recognizer(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise AsrError(f"--device {device}: CUDA is not available on this machine")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise AsrError(f"--device {args.device}: CUDA is not available on this machine")
     options = decode_options(args)
-    recognizer = load_model(args.model, device=device)
+    recognizer = load_model(args.model, device=args.device)
     lm = recognizer.load_lm(args.lm) if args.lm and options.lm_weight > 0 else None
     return recognizer, options, lm
