@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, workload_batch  # noqa: E402
+from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, suppress_eos, workload_batch  # noqa: E402
 
 FRAME_S = 0.01  # one input frame of the workload: 10 ms
 DEFAULT_VENVS = "/tmp/asr-peers"
@@ -82,8 +82,7 @@ class Bench:
 
         torch.manual_seed(W.SEED)
         self.model = standard_las(W, ctc_weight=ctc_weight).eval()
-        with torch.no_grad():
-            self.model.speller.output.bias[W.EOS] = -1.0e4  # every hypothesis runs the full 120 steps
+        suppress_eos(self.model, W)
         self.W = W
         _, (self.feats, self.ilens, _, _) = workload_batch(W, "cpu")
 

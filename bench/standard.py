@@ -46,3 +46,12 @@ def workload_batch(W, device):
         targets[i, : t.shape[0]] = torch.from_numpy(t)
     ilens, olens = torch.tensor(w["ilens"]), torch.tensor(w["olens"])
     return w, tuple(t.to(device) for t in (feats, ilens, targets, olens))
+
+
+def suppress_eos(model, W) -> None:
+    """The peers' fixed-length decoding protocol: an [EOS] bias of -1e4, so every search runs the
+    full W.MAX_DECODE_STEPS steps whatever the random weights would have ended with."""
+    import torch
+
+    with torch.no_grad():
+        model.speller.output.bias[W.EOS] = -1.0e4

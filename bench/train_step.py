@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, workload_batch  # noqa: E402
+from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, suppress_eos, workload_batch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -109,8 +109,7 @@ def main() -> int:
 
     if args.decode_repeats > 0:
         model.eval()
-        with torch.no_grad():
-            model.speller.output.bias[W.EOS] = -1.0e4  # every utterance runs the full 120 steps
+        suppress_eos(model, W)
 
         def greedy() -> list[list[int]]:
             enc, enc_lengths = model.encode_features(feats, ilens)
