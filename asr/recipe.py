@@ -60,6 +60,7 @@ class RecipeOptions:
     shard_size: int = 1000  # utterances per training shard
     average_best: int = 3  # best checkpoints averaged into model.pt
     progress: bool = True  # progress bars on stderr
+    add_train: tuple[Path, ...] = ()  # JSON Lines manifests whose utterances join the training split
     extra: dict[str, Any] = field(default_factory=dict)  # keyword arguments passed on to prepare()
 
 
@@ -194,6 +195,13 @@ def stage_prepare(run: RecipeRun) -> dict[str, Any]:
     missing = [s for s in need if s not in written]
     if missing:
         raise RecipeError(f"recipe {run.options.name}: prepare() wrote no {', '.join(missing)} split")
+    if run.options.add_train:
+        from asr.data.manifest import read_manifest
+
+        train = join_training(read_manifest(written[run.module.TRAIN]), run.options.add_train)
+        written.update(write_splits({run.module.TRAIN: train}, run.out / "data"))
+        log.info("training split: %d utterances after adding %s", len(train),
+                 ", ".join(str(p) for p in run.options.add_train))
     tests = [s for s in run.module.TESTS if s in written]
     if not tests:
         raise RecipeError(f"recipe {run.options.name}: prepare() wrote none of the test splits "
@@ -248,7 +256,7 @@ def stage_train(run: RecipeRun) -> dict[str, Any]:
     cfg = experiment_config(run)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     save_config(cfg, run.out / "config.yaml")
-    run_dir = fit(cfg)
+    run_dir = fit(cfg, progress=run.options.progress)
     return {"run_dir": str(run_dir), "config": str(run.out / "config.yaml")}
 
 
@@ -355,6 +363,22 @@ def write_splits(splits: dict[str, Sequence], out_dir: str | os.PathLike) -> dic
         write_manifest(utterances, path)
         written[split] = path
     return written
+
+
+def join_training(utterances: Sequence, manifests: Sequence[str | os.PathLike]) -> list:
+    """`utterances` followed by those of each manifest (absolute audio paths); RecipeError when an id repeats."""
+    from asr.data.manifest import read_manifest
+
+    joined = list(utterances)
+    seen = {u.id for u in joined}
+    for manifest in manifests:
+        extra = read_manifest(manifest)
+        clashes = sorted(seen & {u.id for u in extra})
+        if clashes:
+            raise RecipeError(f"{manifest}: {len(clashes)} ids already in the training split, e.g. {clashes[0]}")
+        seen.update(u.id for u in extra)
+        joined.extend(extra)
+    return joined
 
 
 def copy_manifests(data_dir: str | os.PathLike, out_dir: str | os.PathLike, splits: Sequence[str],

@@ -103,9 +103,9 @@ class TrainState:
     history: list = field(default_factory=list)  # log records, for the learning curve
 
 
-def fit(cfg: ExperimentConfig, *, resume: bool | None = None) -> Path:
+def fit(cfg: ExperimentConfig, *, resume: bool | None = None, progress: bool = True) -> Path:
     """Train according to `cfg`; returns the run directory. resume=None resumes when last.pt exists."""
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume, progress=progress)
     try:
         trainer.run()
     finally:
@@ -116,7 +116,7 @@ def fit(cfg: ExperimentConfig, *, resume: bool | None = None) -> Path:
 class Trainer:
     """One training run: model, optimizer, schedule, data, logs and checkpoints of this process."""
 
-    def __init__(self, cfg: ExperimentConfig, *, resume: bool | None = None) -> None:
+    def __init__(self, cfg: ExperimentConfig, *, resume: bool | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.started = time.monotonic()  # train.max_minutes counts from here
         self.dist = dist = distributed.setup(cfg.train.device)
@@ -160,7 +160,7 @@ class Trainer:
         self.loader = _make_train_loader(cfg, self.tokenizer, dist)
         self.dev_loader = _make_dev_loader(cfg, self.tokenizer) if cfg.data.dev and dist.is_main else None
         self.log_file = (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.is_main else None
-        self.progress = _progress(dist, self.state, cfg)
+        self.progress = _progress(dist, self.state, cfg) if progress else None
         self.meter = _Throughput()
         if found is not None:
             # Last, after everything that draws from them was built. Only rank 0's streams are

@@ -295,6 +295,29 @@ def test_cli_stage_forces_a_restart(stub, tmp_path, capsys, one_thread):
     assert "unknown stage" in capsys.readouterr().err
 
 
+def test_add_train_joins_extra_manifests_to_the_training_split_only(stub, tmp_path, monkeypatch):
+    import asr.recipe as recipe
+    from asr.recipe import RecipeError
+
+    recipes_dir, corpus = stub
+    write_jsonl_corpus(tmp_path / "extra", ("more",))
+    stop = RuntimeError("stop after validate")
+    monkeypatch.setitem(recipe.STAGE_FUNCTIONS, "vocab", lambda run: (_ for _ in ()).throw(stop))
+    options = RecipeOptions("stub", corpus, tmp_path / "out", recipes_dir=recipes_dir, progress=False,
+                            add_train=(tmp_path / "extra" / "more.jsonl",))
+    with pytest.raises(RuntimeError, match="stop after validate"):
+        run_recipe(options)
+    train = read_manifest(tmp_path / "out" / "data" / "train.jsonl")
+    assert [u.id for u in train] == ["train_0", "train_1", "more_0", "more_1"]
+    assert train[2].audio == str((tmp_path / "extra" / "audio" / "spk0" / "more_0.flac").resolve())
+    assert [u.id for u in read_manifest(tmp_path / "out" / "data" / "dev.jsonl")] == ["dev_0", "dev_1"]
+
+    clash = RecipeOptions("stub", corpus, tmp_path / "out2", recipes_dir=recipes_dir, progress=False,
+                          add_train=(corpus / "train.jsonl",))
+    with pytest.raises(RecipeError, match=r"train\.jsonl: 2 ids already in the training split, e.g. train_0"):
+        run_recipe(clash)
+
+
 def test_validate_stage_stops_on_faults(stub, tmp_path):
     recipes_dir, corpus = stub
     (corpus / "audio" / "spk1" / "dev_1.flac").unlink()

@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipes-dir", default=None, help="folder of recipes (default: recipes/ beside the package)")
     parser.add_argument("--shard-size", type=int, default=1000, help="utterances per training shard (default 1000)")
     parser.add_argument("--average", type=int, default=3, help="best checkpoints averaged into model.pt (default 3)")
+    parser.add_argument("--add-train", action="append", default=[], metavar="MANIFEST",
+                        help="JSON Lines manifest whose utterances join the training split, e.g. a synthetic "
+                             "corpus's train.jsonl (repeatable; applied by the prepare stage)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -33,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         name=args.name, data=Path(args.data), out=Path(args.out), overrides=tuple(args.overrides), stage=args.stage,
         recipes_dir=Path(args.recipes_dir) if args.recipes_dir else None,
         config=Path(args.config) if args.config else None, shard_size=args.shard_size,
-        average_best=args.average, progress=not args.no_progress)
+        average_best=args.average, progress=not args.no_progress,
+        add_train=tuple(Path(p) for p in args.add_train))
     run_recipe(options)
     print((options.out / "results.md").read_text(encoding="utf-8"), end="")
     return 0

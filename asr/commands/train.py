@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="require a checkpoint in the run directory and continue from it")
     group.add_argument("--no-resume", dest="resume", action="store_false",
                        help="start afresh even if the run directory holds last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the JSON Lines log is kept)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from asr.train import ExperimentConfig, fit
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    run_dir = fit(cfg, resume=args.resume)
+    run_dir = fit(cfg, resume=args.resume, progress=not args.no_progress)
     print(run_dir)
     return 0

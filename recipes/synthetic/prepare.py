@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from asr.recipe import RecipeError, write_splits
+from asr.recipe import RecipeError, join_training, write_splits
 
 TRAIN = "train"  # split trained on (synthetic, plus the real corpus's train split when given)
 DEV = "test"  # held-out voices: rank checkpoints during training
@@ -32,11 +32,6 @@ def prepare(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
         for name in ("train.jsonl", "dev.jsonl"):
             if not (real / name).is_file():
                 raise RecipeError(f"{real}: no {name} (the real corpus needs train.jsonl and dev.jsonl)")
-        synthetic_ids = {u.id for u in splits["train"]}
-        extra = read_manifest(real / "train.jsonl")
-        clashes = sorted(synthetic_ids & {u.id for u in extra})
-        if clashes:
-            raise RecipeError(f"{real / 'train.jsonl'}: ids also in the synthetic corpus, e.g. {clashes[0]}")
-        splits["train"] = splits["train"] + extra
+        splits["train"] = join_training(splits["train"], [real / "train.jsonl"])
         splits["real-dev"] = read_manifest(real / "dev.jsonl")
     return write_splits(splits, out_dir)
