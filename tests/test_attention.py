@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def setup(kind: str, **kw):
     torch.manual_seed(0)
-    cfg = AttentionConfig(kind=kind, dim=7, conv_channels=3, conv_kernel=5, **kw)
+    cfg = AttentionConfig(kind=kind, **{"dim": 7, "conv_channels": 3, "conv_kernel": 5, **kw})
     att = build_attention(cfg, Q, D)
     enc = torch.randn(B, T, D)
     mask = time_mask(torch.tensor([11, 6, 1]), T)
@@ -67,8 +68,13 @@ def test_location_term_uses_previous_weights() -> None:
         torch.testing.assert_close(att2(query, enc, k2, mask, prev_a), att2(query, enc, k2, mask, prev_b))
 
 
-def test_location_energies_match_the_formula() -> None:
-    att, enc, mask, query = setup("location")
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("kernel", [5, 41], ids=["direct-conv", "fft-conv"])
+def test_location_energies_match_the_formula(kernel: int, grad: bool, monkeypatch) -> None:
+    import asr.models.attention as attention
+
+    monkeypatch.setattr(attention, "INFERENCE_BLOCK", 2 * T * 7)  # inference: blocks of 2 rows, one partial
+    att, enc, mask, query = setup("location", conv_kernel=kernel)
     assert isinstance(att, LocationAttention)
     prev = torch.rand(B, T)
     K = att.cfg.conv_kernel
@@ -78,9 +84,36 @@ def test_location_energies_match_the_formula() -> None:
     W, V, bias, U, w = att.query.weight, att.key.weight, att.key.bias, att.location.weight, att.score.weight[0]
     pre = query @ W.T
     ref = torch.tanh(pre[:, None, :] + enc @ V.T + bias + f @ U.T) @ w  # (B, T)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         got = att.energies(query, att.preprocess(enc), prev)
+    assert got.requires_grad == grad
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_additive_energies_match_the_formula() -> None:
+    att, enc, mask, query = setup("additive")
+    W, V, bias, w = att.query.weight, att.key.weight, att.key.bias, att.score.weight[0]
+    ref = torch.tanh((query @ W.T)[:, None, :] + enc @ V.T + bias) @ w
+    with torch.no_grad():
+        torch.testing.assert_close(att.energies(query, att.preprocess(enc), None), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_score_tanh_equals_tanh_in_value_and_gradient() -> None:
+    from asr.models.attention import score_tanh
+
+    torch.manual_seed(0)
+    score = torch.nn.Linear(64, 1, bias=False).double()
+    x = (torch.randn(5, 40, 64, dtype=torch.float64) * 6).requires_grad_()  # saturated and linear ranges
+    got = score_tanh(score, 2 * x)
+    ref = score(torch.tanh(x)).squeeze(-1)
+    torch.testing.assert_close(got, ref, atol=1e-12, rtol=0)
+    g_got, = torch.autograd.grad(got.sum(), x)
+    g_ref, = torch.autograd.grad(ref.sum(), x)
+    torch.testing.assert_close(g_got, g_ref, atol=1e-12, rtol=0)
+    with torch.no_grad():  # float32: within a few 1e-7 per unit of |w|
+        x32, score32 = x.detach().float(), copy.deepcopy(score).float()
+        err = (score_tanh(score32, 2 * x32).double() - score(torch.tanh(x.detach())).squeeze(-1)).abs().max()
+    assert err < 1e-5 * score.weight.abs().sum()
 
 
 def test_dot_energies_and_sharpening_and_smoothing() -> None:
