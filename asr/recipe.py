@@ -39,6 +39,7 @@ CONFIG_NAME = "conf/las.yaml"  # the recipe's experiment config, relative to its
 SEARCHES: dict[str, dict[str, Any]] = {  # name -> DecodeOptions fields of each evaluation
     "greedy": {"beam_size": 1},
     "beam10": {"beam_size": 10},
+    "beam10+ctc0.3": {"beam_size": 10, "ctc_weight": 0.3},  # only for models with a CTC head
 }
 
 
@@ -286,6 +287,8 @@ def stage_evaluate(run: RecipeRun) -> dict[str, Any]:
     summaries: dict[str, dict[str, Any]] = {}
     for split in run.outputs("prepare")["tests"]:
         for search, fields in SEARCHES.items():
+            if fields.get("ctc_weight") and recognizer.model.ctc is None:
+                continue
             report = run.out / "eval" / split / search
             summary = evaluate(recognizer, str(manifests[split]), DecodeOptions(**fields), report_dir=report,
                                progress=run.options.progress)

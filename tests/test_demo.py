@@ -31,8 +31,8 @@ def test_demo_end_to_end_prints_scores_sample_and_paths(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     stdout = proc.stdout
     assert "INFO" not in stdout  # logs go to stderr
-    scores = re.findall(r"^test (greedy|beam10): WER (\d+\.\d\d)% CER (\d+\.\d\d)% \((\d+) utterances\)$", stdout, re.M)
-    assert [s[0] for s in scores] == ["greedy", "beam10"]
+    scores = re.findall(r"^test (greedy|beam10|beam10\+ctc0\.3): WER (\d+\.\d\d)% CER (\d+\.\d\d)% \((\d+) utterances\)$", stdout, re.M)
+    assert [s[0] for s in scores] == ["greedy", "beam10", "beam10+ctc0.3"]  # the demo's model has a CTC head
     results = json.loads((out / "results.json").read_text())
     assert float(scores[0][1]) == pytest.approx(results["tests"]["test"]["greedy"]["wer"], abs=0.006)
     test_manifest = [json.loads(line) for line in (out / "data" / "test.jsonl").read_text().splitlines()]

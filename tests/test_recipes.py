@@ -262,11 +262,13 @@ def test_runner_runs_every_stage_and_resumes_after_a_failure(stub, tmp_path, mon
     assert (out / "exp" / "last.pt").stat().st_mtime_ns == last
     after = markers(out)
     assert set(after) == set(STAGES) and all(after[s] == before[s] for s in before)
-    assert set(results["tests"]) == {"test"} and set(results["tests"]["test"]) == {"greedy", "beam10"}
+    assert set(results["tests"]) == {"test"} and set(results["tests"]["test"]) == {"greedy", "beam10", "beam10+ctc0.3"}
     greedy = results["tests"]["test"]["greedy"]
     assert greedy["utterances"] == 2 and 0.0 <= greedy["cer"]
     assert json.loads((out / "results.json").read_text()) == results
     assert (out / "eval" / "test" / "beam10" / "summary.json").is_file()
+    with_ctc = json.loads((out / "eval" / "test" / "beam10+ctc0.3" / "summary.json").read_text())
+    assert with_ctc["decode_options"]["ctc_weight"] == 0.3 and with_ctc["decode_options"]["beam_size"] == 10
     assert "| test | greedy | 2 |" in (out / "results.md").read_text()
     assert read_manifest(out / "data" / "train.jsonl")[0].text == "zero"
     marker = json.loads((out / "stages" / "shard.done").read_text())
@@ -281,11 +283,12 @@ def test_cli_stage_forces_a_restart(stub, tmp_path, capsys, one_thread):
     recipes_dir, corpus = stub
     out = tmp_path / "out"
     args = ["recipe", "stub", "--data", str(corpus), "--out", str(out), "--recipes-dir", str(recipes_dir),
-            "--no-progress", "--set", "train.max_steps=2"]
+            "--no-progress", "--set", "train.max_steps=2", "--set", "model.ctc_weight=0"]
     assert main(args) == 0
     first = markers(out)
     table = capsys.readouterr().out
     assert table.startswith("Recipe `stub`") and "| test | beam10 | 2 |" in table
+    assert "ctc" not in table  # no CTC head: no CTC-fused search
     assert main([*args, "--stage", "average"]) == 0
     again = markers(out)
     assert all(again[s] == first[s] for s in STAGES[:STAGES.index("average")])
