@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "transcribe": "asr.commands.transcribe",
     "plot-attention": "asr.commands.plot_attention",
     "synth": "asr.commands.synth",
+    "download": "asr.commands.download",
     "recipe": "asr.commands.recipe",
     "demo": "asr.commands.demo",
 }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from asr.download import Archive
 from asr.recipe import RecipeError, utterances_from_files, write_splits
 
 TRAIN = "train"  # training speakers, less the held-out ones
@@ -24,6 +25,10 @@ DEV = "dev"  # every 10th training speaker (sorted by name): ranks checkpoints
 TESTS = ("test",)  # the an4test_clstk speakers
 RAW_RATE = 16000  # Hz, of the headerless .raw files
 DEV_EVERY = 10  # one training speaker in DEV_EVERY goes to dev
+# `asr download an4 --out DIR`: CMU publishes no checksum, so the archive is checked by unpacking it.
+DOWNLOADS = {"sphere": Archive("http://www.speech.cs.cmu.edu/databases/an4/an4_sphere.tar.gz"),
+             "raw": Archive("http://www.speech.cs.cmu.edu/databases/an4/an4_raw.bigendian.tar.gz")}
+DEFAULT_PARTS = ("sphere",)
 LINE = re.compile(r"^(?P<text>.*)\((?P<id>[^()\s]+)\)\s*$")
 
 

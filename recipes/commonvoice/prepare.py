@@ -13,6 +13,8 @@ from pathlib import Path
 
 from asr.recipe import RecipeError, utterances_from_files, write_splits
 
+# Why `asr download` has nothing to fetch for this recipe.
+NO_DOWNLOAD = "Common Voice is downloaded from its website after accepting its terms"
 TRAIN = "train"  # split trained on
 DEV = "dev"  # split that ranks checkpoints during training
 TESTS = ("test",)  # splits scored at the end

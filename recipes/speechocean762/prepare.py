@@ -11,6 +11,8 @@ from pathlib import Path
 
 from asr.recipe import copy_manifests
 
+# Why `asr download` has nothing to fetch for this recipe.
+NO_DOWNLOAD = "the recipe reads the JSON Lines layout of a prepared copy"
 TRAIN = "train"  # split trained on
 DEV = "dev"  # split that ranks checkpoints during training
 TESTS = ("dev", "test")  # splits scored at the end (test only when present)

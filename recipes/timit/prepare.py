@@ -16,6 +16,8 @@ from pathlib import Path
 
 from asr.recipe import RecipeError, utterances_from_files, write_splits
 
+# Why `asr download` has nothing to fetch for this recipe.
+NO_DOWNLOAD = "TIMIT is licensed by the LDC: use your own copy"
 TRAIN = "train"  # TRAIN speakers less the held-out ones
 DEV = "dev"  # held-out TRAIN speakers: ranks checkpoints
 TESTS = ("test", "test-complete")  # core test set, complete test set
