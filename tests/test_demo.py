@@ -47,6 +47,27 @@ def test_demo_end_to_end_prints_scores_sample_and_paths(tmp_path):
     assert (out / "exp" / "last.pt").is_file()
 
 
+@pytest.mark.skipif(bool(_engines_missing()), reason="TTS engines not installed")
+def test_demo_with_real_speech_trains_on_it_and_scores_its_dev_set(tmp_path, so762_dir):
+    if not (so762_dir / "train.jsonl").is_file():
+        pytest.skip(f"{so762_dir}: speechocean762 not found (set ASR_TEST_DATA)")
+    from asr.data.manifest import read_manifest, write_manifest
+
+    real = tmp_path / "real"  # the first utterances of speechocean762, absolute audio paths
+    write_manifest(read_manifest(so762_dir / "train.jsonl")[:12], real / "train.jsonl")
+    write_manifest(read_manifest(so762_dir / "dev.jsonl")[:5], real / "dev.jsonl")
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "asr", "demo", "--out", str(out), "--sentences", "6", "--minutes", "0.03",
+           "--data", str(real), "--no-progress", *[a for s in TINY for a in ("--set", s)]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"^real-dev greedy: WER \d+\.\d\d% CER \d+\.\d\d% \(5 utterances\)$", proc.stdout, re.M)
+    train = [json.loads(line)["id"] for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert sum(i.startswith("so762_") for i in train) == 12 and len(train) > 12
+    summary = json.loads((out / "eval" / "real-dev" / "greedy" / "summary.json").read_text())
+    assert summary["utterances"] == 5
+
+
 def _manifest(folder: Path, name: str, ids: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text("".join(json.dumps({"id": i, "audio": f"audio/{i}.flac", "duration": 1.0,
