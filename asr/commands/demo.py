@@ -9,14 +9,19 @@ HELP = "the main job: synthetic corpus -> small LAS trained in a time budget -> 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `asr demo`."""
-    parser.add_argument("--out", default="demo", help="folder for the corpus, the run, model.pt and results (default demo)")
-    parser.add_argument("--minutes", type=float, default=20.0, help="training wall-time budget in minutes (default 20)")
-    parser.add_argument("--sentences", type=int, default=1200,
-                        help="synthetic sentences, one voice each (default 1200: about 1-2 minutes on 2 cores)")
+    """Options of `asr demo` (defaults from DemoOptions)."""
+    from asr.demo import DemoOptions
+
+    d = DemoOptions()
+    parser.add_argument("--out", default=str(d.out),
+                        help=f"folder for the corpus, the run, model.pt and results (default {d.out})")
+    parser.add_argument("--minutes", type=float, default=d.minutes,
+                        help=f"training wall-time budget in minutes (default {d.minutes:g})")
+    parser.add_argument("--sentences", type=int, default=d.sentences,
+                        help=f"synthetic sentences, one voice each (default {d.sentences})")
     parser.add_argument("--data", default=None,
                         help="real JSON Lines corpus (train.jsonl, dev.jsonl): added to training, its dev scored")
-    parser.add_argument("--jobs", type=int, default=2, help="synthesis processes (default 2)")
+    parser.add_argument("--jobs", type=int, default=d.jobs, help=f"synthesis processes (default {d.jobs})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the synthetic recipe's config, e.g. model.listener.hidden=64")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
