@@ -59,7 +59,8 @@ class AttentionConfig:
 # Inference on CPU computes location energies for this many (hypothesis, frame, dim) entries at a
 # time in one reused buffer that stays in cache (a fresh B x T x A temporary per step is ~3x slower).
 INFERENCE_BLOCK = 1 << 18
-# Location convolutions with at least this many taps run through FFTs on CPU (~5x faster at 201).
+# At inference on CPU, location convolutions with at least this many taps run through FFTs (~5x
+# faster at 201 taps). Not in training: there the FFT's backward ate the gain and added ~500 MB.
 FFT_MIN_TAPS = 32
 
 
@@ -138,9 +139,9 @@ class LocationAttention(Attention):
         return self.key(enc)
 
     def location_features(self, prev_weights: Tensor, dtype: torch.dtype) -> Tensor:
-        """conv(prev) (B, C, T); on CPU, long kernels go through FFTs (same value to ~1e-6)."""
+        """conv(prev) (B, C, T); at inference on CPU, long kernels go through FFTs (same value to ~1e-6)."""
         k = self.cfg.conv_kernel
-        if prev_weights.device.type != "cpu" or k < FFT_MIN_TAPS:
+        if torch.is_grad_enabled() or prev_weights.device.type != "cpu" or k < FFT_MIN_TAPS:
             return self.conv(prev_weights.unsqueeze(1).to(dtype))
         t = prev_weights.shape[1]
         n = 1 << (t + k - 2).bit_length()  # FFT length >= t + k - 1: no wrap-around
