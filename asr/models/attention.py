@@ -64,6 +64,11 @@ INFERENCE_BLOCK = 1 << 18
 FFT_MIN_TAPS = 32
 
 
+def cpu_inference(x: Tensor) -> bool:
+    """True when `x` is on the CPU and autograd is off: where the inference-only fast paths apply."""
+    return not torch.is_grad_enabled() and x.device.type == "cpu"
+
+
 def score_tanh(score: nn.Linear, doubled: Tensor, *, inplace: bool = False) -> Tensor:
     """w^T tanh(x) given 2x (..., A) -> (...), computed as 2 w^T sigmoid(2x) - sum(w).
 
@@ -141,7 +146,7 @@ class LocationAttention(Attention):
     def location_features(self, prev_weights: Tensor, dtype: torch.dtype) -> Tensor:
         """conv(prev) (B, C, T); at inference on CPU, long kernels go through FFTs (same value to ~1e-6)."""
         k = self.cfg.conv_kernel
-        if torch.is_grad_enabled() or prev_weights.device.type != "cpu" or k < FFT_MIN_TAPS:
+        if not cpu_inference(prev_weights) or k < FFT_MIN_TAPS:
             return self.conv(prev_weights.unsqueeze(1).to(dtype))
         t = prev_weights.shape[1]
         n = 1 << (t + k - 2).bit_length()  # FFT length >= t + k - 1: no wrap-around
@@ -159,7 +164,7 @@ class LocationAttention(Attention):
         # Same value as the three separate terms, ~30% less time (no (B, T, A) temporaries).
         f1 = torch.cat([f, f.new_ones(b, 1, t)], dim=1).transpose(1, 2)  # (B, T, C + 1)
         m = torch.cat([self.location.weight.t().expand(b, -1, -1), self.query(query).unsqueeze(1)], dim=1)
-        if torch.is_grad_enabled() or keys.device.type != "cpu":
+        if not cpu_inference(keys):
             doubled = torch.baddbmm(keys, f1, m, beta=2.0, alpha=2.0)  # 2 (V h + b + U f + W s): (B, T, A)
             return score_tanh(self.score, doubled)
         rows = max(1, INFERENCE_BLOCK // (t * a))
