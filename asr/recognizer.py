@@ -119,14 +119,18 @@ class Recognizer:
                                     "train it with the recognizer's vocabulary file")
         return lm
 
+    def _encode(self, waves: Tensor, wave_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder output of padded waveforms (B, N) on this device, tiny clips padded to decodable length."""
+        self.model.eval()
+        waves, wave_lengths = pad_short(waves.to(self.device), wave_lengths.to(self.device),
+                                        int(MIN_DECODE_SECONDS * self.sample_rate))
+        return self.model.encode(waves, wave_lengths)
+
     @torch.no_grad()
     def decode(self, waves: Tensor, wave_lengths: Tensor, options: DecodeOptions = DecodeOptions(),
                lm: torch.nn.Module | None = None) -> list[list[Hypothesis]]:
         """N-best hypotheses of padded waveforms (B, N) at `sample_rate` with lengths (B,), best first."""
-        self.model.eval()
-        waves, wave_lengths = pad_short(waves.to(self.device), wave_lengths.to(self.device),
-                                        int(MIN_DECODE_SECONDS * self.sample_rate))
-        enc, enc_lengths = self.model.encode(waves, wave_lengths)
+        enc, enc_lengths = self._encode(waves, wave_lengths)
         return decode(self.model, enc, enc_lengths, options, lm)
 
     def decode_texts(self, waves: Tensor, wave_lengths: Tensor, options: DecodeOptions = DecodeOptions(),
@@ -141,11 +145,7 @@ class Recognizer:
         Row u is where the speller looks when it emits token u (the last row: [EOS]). Feeding the
         best hypothesis's tokens gives the attention of the search that found it.
         """
-        self.model.eval()
-        min_samples = int(MIN_DECODE_SECONDS * self.sample_rate)
-        waves, lengths = pad_short(wave.reshape(1, -1).to(self.device),
-                                   torch.tensor([wave.shape[-1]], device=self.device), min_samples)
-        enc, enc_lengths = self.model.encode(waves, lengths)
+        enc, enc_lengths = self._encode(wave.reshape(1, -1), torch.tensor([wave.shape[-1]]))
         targets = torch.tensor([list(tokens)], dtype=torch.long, device=self.device).reshape(1, -1)
         tokens_in, _, _ = self.model.teacher_inputs(targets, torch.tensor([len(tokens)], device=self.device))
         _, weights = self.model.speller(enc, enc_lengths, tokens_in)  # (1, U + 1, T')

@@ -98,6 +98,12 @@ class Hypothesis:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+def token_limits(enc_lengths: Tensor, max_len_ratio: float, max_len: int | None) -> Tensor:
+    """Most output tokens per utterance (B,): max(1, floor(ratio x encoder frames)), capped by max_len."""
+    limits = torch.floor(enc_lengths.double() * max_len_ratio).clamp(min=1).long()
+    return limits if max_len is None else limits.clamp(max=max(1, max_len))
+
+
 @torch.no_grad()
 def greedy_search(model: nn.Module, enc: Tensor, enc_lengths: Tensor, *, max_len_ratio: float = 1.0,
                   max_len: int | None = None) -> list[list[int]]:
@@ -109,10 +115,7 @@ def greedy_search(model: nn.Module, enc: Tensor, enc_lengths: Tensor, *, max_len
     speller = model.speller
     b = enc.shape[0]
     lengths = enc_lengths.to(enc.device)
-    limits = torch.clamp(torch.floor(lengths.double() * max_len_ratio), min=1).long()  # (B,)
-    if max_len is not None:
-        limits = limits.clamp(max=max(1, max_len))
-    limits_cpu = limits.tolist()
+    limits_cpu = token_limits(lengths, max_len_ratio, max_len).tolist()
     steps = max(limits_cpu) if b else 0
     state = speller.init_state(enc, lengths)
     tokens = torch.full((b,), model.go_id, dtype=torch.long, device=enc.device)
@@ -172,10 +175,7 @@ class _BeamSearch:
         b, k = enc.shape[0], opts.beam_size
         self.k = k
         lengths = enc_lengths.to(dev).long()
-        limit = torch.floor(lengths.double() * opts.max_len_ratio).clamp(min=1).long()  # (B,)
-        if opts.max_len is not None:
-            limit = limit.clamp(max=opts.max_len)
-        self.limit = limit
+        self.limit = limit = token_limits(lengths, opts.max_len_ratio, opts.max_len)
         self.min_len = torch.minimum(torch.floor(lengths.double() * opts.min_len_ratio).long(), limit)
         self.max_tokens = int(limit.max())
         self.utt_ids = list(range(b))  # original index of each active utterance
