@@ -16,15 +16,14 @@ from asr.data.validate import validate_manifest
 from asr.errors import AsrError
 from asr.synth import augment, text
 from asr.synth.corpus import CorpusOptions, build_corpus, plan
-from asr.synth.voices import SAMPLE_RATE, Prosody, Voice, VoiceError
+from asr.synth.voices import ENGINES, SAMPLE_RATE, Prosody, Voice, VoiceError
 
 CLEAN = re.compile(r"[a-z']+( [a-z']+)*")
-ENGINE_EXE = {"espeak": "espeak-ng", "flite": "flite", "festival": "text2wave", "piper": "piper-tts"}
 
 
 def needs(*voices: str):
     """Skip unless every voice's engine is installed."""
-    missing = sorted({ENGINE_EXE[v.split(":")[0]] for v in voices if not Voice.parse(v).available()})
+    missing = sorted({ENGINES[v.split(":")[0]] for v in voices if not Voice.parse(v).available()})
     return pytest.mark.skipif(bool(missing), reason=f"TTS engine not installed: {', '.join(missing)} (Debian packages)")
 
 
