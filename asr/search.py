@@ -182,7 +182,8 @@ class _BeamSearch:
         self.results: list[list[Hypothesis]] = [[] for _ in range(b)]
 
         rows = torch.arange(b, device=dev).repeat_interleave(k)  # (N,) utterance of each hypothesis
-        self.dec = self.speller.init_state(enc, lengths).index_select(rows)
+        state = self.speller.init_state(enc, lengths)  # a state may share memory among its beams
+        self.dec = state.expand_beams(k) if hasattr(state, "expand_beams") else state.index_select(rows)
         self.lm_state = lm.init_state(b * k) if lm is not None else None
         self.ctc: CTCPrefixScorer | None = None
         self.ctc_state = None

@@ -65,6 +65,49 @@ def test_index_select_reorders_and_expands_hypotheses() -> None:
         assert expanded.size == 12 and torch.equal(expanded.context[4:8], state.context[[1] * 4])
 
 
+@pytest.mark.parametrize("kind, extra", [("location", {}), ("additive", {}), ("dot", {}),
+                                         ("location", dict(window=2))])
+@pytest.mark.parametrize("inference, block", [(True, 120), (True, 1 << 18), (False, 1 << 18)])
+def test_beams_sharing_memory_step_as_beams_with_their_own(kind: str, extra: dict, inference: bool, block: int,
+                                                            monkeypatch) -> None:
+    """expand_beams keeps one memory row per utterance; every step, reorder and drop gives the
+    numbers of a state holding a copy of the memory per hypothesis, stepped through the training
+    code path (one query per memory row, autograd on). Block 120: 3 of 4 beams per block."""
+    import asr.models.attention as attention
+    monkeypatch.setattr(attention, "INFERENCE_BLOCK", block)
+    cfg = SpellerConfig(vocab_size=V, embed_dim=5, hidden=7, attention=AttentionConfig(
+        kind=kind, dim=4, conv_channels=2, conv_kernel=5, **extra))
+    torch.manual_seed(0)
+    speller = Speller(cfg, D).eval()
+    enc, lengths, _ = batch()
+    g = torch.Generator().manual_seed(1)
+    with torch.set_grad_enabled(not inference):
+        state = speller.init_state(enc, lengths)
+        shared = state.expand_beams(4)
+        own = state.index_select(torch.arange(3).repeat_interleave(4))
+        assert (shared.group, shared.enc.shape[0], own.group, own.enc.shape[0]) == (4, 3, 1, 12)
+        for _ in range(3):
+            tokens = torch.randint(0, V, (12,), generator=g)
+            lp_shared, shared = speller.step(shared, tokens)
+            with torch.enable_grad():
+                lp_own, own = speller.step(own, tokens)
+            torch.testing.assert_close(lp_shared, lp_own, atol=1e-6, rtol=0)
+            torch.testing.assert_close(shared.weights, own.weights, atol=1e-6, rtol=0)
+            within = (torch.arange(3).unsqueeze(1) * 4 + torch.randint(0, 4, (3, 4), generator=g)).view(-1)
+            shared, own = shared.reorder_beams(within), own.index_select(within)
+        survivors = torch.tensor([8, 9, 10, 11, 0, 1, 2, 3])  # utterance 1 finished, 2 and 0 swapped
+        kept = shared.index_select(survivors)
+        assert kept.group == 4 and torch.equal(kept.enc, enc[[2, 0]])
+        scattered = torch.tensor([5, 0, 11])  # not in groups: each row gets its own memory
+        loose = shared.index_select(scattered)
+        assert loose.group == 1 and torch.equal(loose.enc, enc[[1, 0, 2]])
+        for pick, other in ((kept, own.index_select(survivors)), (loose, own.index_select(scattered))):
+            tokens = torch.randint(0, V, (pick.size,), generator=g)
+            with torch.enable_grad():
+                expected = speller.step(other, tokens)[0]
+            torch.testing.assert_close(speller.step(pick, tokens)[0], expected, atol=1e-6, rtol=0)
+
+
 def test_scheduled_sampling_feeds_own_greedy_tokens() -> None:
     speller = make_speller(scheduled_sampling=1.0)
     enc, lengths, tokens = batch()

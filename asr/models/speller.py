@@ -12,11 +12,15 @@ valid frames) and is trained to emit [EOS]. Everything a step needs is in one
 `DecoderState`, including the encoder memory it attends to, so search reorders
 or expands hypotheses with `state.index_select(idx)`. Teacher-forced `forward`
 and `step` run the same code, so they give the same numbers.
+
+Beam search holds K hypotheses per utterance; their encoder memory is stored
+once per utterance (`expand_beams`), not once per hypothesis, so attention
+reads each utterance's keys and encodings once per step for all its beams.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -47,39 +51,63 @@ class SpellerConfig:
 
 @dataclass(frozen=True)
 class DecoderState:
-    """Everything one decoder step needs, for N hypotheses (rows)."""
+    """Everything one decoder step needs, for N hypotheses (rows) over M utterances.
+
+    Rows are utterance-major in groups of N / M: rows g*m .. g*m + g - 1 attend to memory row m
+    (g = 1 except in beam search, where g is the beam).
+    """
 
     h: tuple[Tensor, ...]  # LSTM hidden state per layer, each (N, H)
     c: tuple[Tensor, ...]  # LSTM cell state per layer, each (N, H)
     context: Tensor  # previous context vector (N, D)
     weights: Tensor  # previous attention weights (N, T)
-    enc: Tensor  # encoder memory attended to (N, T, D)
-    keys: Tensor  # attention keys of that memory (N, T, A)
-    mask: Tensor  # valid encoder frames (N, T) bool
+    enc: Tensor  # encoder memory attended to (M, T, D)
+    keys: Tensor  # attention keys of that memory (M, T, A)
+    mask: Tensor  # valid encoder frames (M, T) bool
 
     @property
     def size(self) -> int:
         """Number of hypotheses N."""
         return self.context.shape[0]
 
-    def index_select(self, idx: Tensor) -> DecoderState:
-        """Rows `idx` of every field: reorders, drops or repeats hypotheses (beam expansion)."""
+    @property
+    def group(self) -> int:
+        """Hypotheses per memory row, N / M."""
+        return self.size // self.enc.shape[0]
+
+    def _select_rows(self, idx: Tensor, **memory: Tensor) -> DecoderState:
         def sel(t: Tensor) -> Tensor:
             return t.index_select(0, idx)
-        return DecoderState(
-            h=tuple(sel(t) for t in self.h), c=tuple(sel(t) for t in self.c), context=sel(self.context),
-            weights=sel(self.weights), enc=sel(self.enc), keys=sel(self.keys), mask=sel(self.mask))
+        fields = dict(enc=self.enc, keys=self.keys, mask=self.mask) | memory
+        return DecoderState(h=tuple(sel(t) for t in self.h), c=tuple(sel(t) for t in self.c),
+                            context=sel(self.context), weights=sel(self.weights), **fields)
+
+    def _select_memory(self, rows: Tensor) -> dict[str, Tensor]:
+        return {name: getattr(self, name).index_select(0, rows) for name in ("enc", "keys", "mask")}
+
+    def index_select(self, idx: Tensor) -> DecoderState:
+        """Rows `idx` of every hypothesis field: reorders, drops or repeats hypotheses.
+
+        Where `idx` keeps groups of g rows of one utterance each (dropping finished utterances),
+        the memory stays one row per utterance; otherwise each hypothesis gets its own memory row.
+        """
+        g = self.group
+        utt = idx // g if g > 1 else idx
+        if g > 1 and idx.numel() % g == 0 and bool((utt.view(-1, g) == utt[::g].unsqueeze(1)).all()):
+            return self._select_rows(idx, **self._select_memory(utt[::g]))
+        return self._select_rows(idx, **self._select_memory(utt))
+
+    def expand_beams(self, k: int) -> DecoderState:
+        """Each hypothesis repeated k times (rows utterance-major), sharing its memory row."""
+        if self.group != 1:
+            raise ValueError(f"expand_beams needs one hypothesis per memory row, got {self.group}")
+        idx = torch.arange(self.size, device=self.context.device).repeat_interleave(k)
+        return self._select_rows(idx)
 
     def reorder_beams(self, idx: Tensor) -> DecoderState:
-        """`index_select` for a reorder that keeps every row within its utterance (beam search).
-
-        The encoder memory (enc, keys, mask) is the same for all beams of an utterance, so it is
-        left in place instead of being copied each step (most of a beam step's cost otherwise).
-        """
-        def sel(t: Tensor) -> Tensor:
-            return t.index_select(0, idx)
-        return replace(self, h=tuple(sel(t) for t in self.h), c=tuple(sel(t) for t in self.c),
-                       context=sel(self.context), weights=sel(self.weights))
+        """`index_select` for a reorder that keeps every row within its utterance's group (beam
+        search): the memory is left as it is."""
+        return self._select_rows(idx)
 
 
 class Speller(nn.Module):
