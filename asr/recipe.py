@@ -2,9 +2,11 @@
 
 A recipe is a folder `recipes/NAME/` holding `prepare.py` (a module defining
 `prepare(data_dir, out_dir) -> {split: manifest}` and the split names `TRAIN`,
-`DEV`, `TESTS`), `conf/las.yaml` (an ExperimentConfig, values only) and a README.
+`DEV`, `TESTS`), `conf/las.yaml` (an ExperimentConfig, values only), optionally
+`conf/lm.yaml` (an LMConfig: a character LM is then trained on the training
+transcripts and the test sets are also scored with shallow fusion) and a README.
 
-    prepare -> validate -> vocab -> shard -> train -> average -> evaluate -> results
+    prepare -> validate -> vocab -> shard -> train -> average -> lm -> evaluate -> results
 
 Every finished stage writes `OUT/stages/<stage>.done` (JSON: what it produced); a
 rerun starts at the first stage without a marker, so an interrupted recipe goes
@@ -34,12 +36,16 @@ from asr.errors import AsrError
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[str, ...] = ("prepare", "validate", "vocab", "shard", "train", "average", "evaluate", "results")
+STAGES: tuple[str, ...] = ("prepare", "validate", "vocab", "shard", "train", "average", "lm", "evaluate",
+                            "results")
 CONFIG_NAME = "conf/las.yaml"  # the recipe's experiment config, relative to its folder
+LM_CONFIG_NAME = "conf/lm.yaml"  # the recipe's language model config (optional), relative to its folder
 SEARCHES: dict[str, dict[str, Any]] = {  # name -> DecodeOptions fields of each evaluation
     "greedy": {"beam_size": 1},
     "beam10": {"beam_size": 10},
     "beam10+ctc0.3": {"beam_size": 10, "ctc_weight": 0.3},  # only for models with a CTC head
+    "beam10+lm0.3": {"beam_size": 10, "lm_weight": 0.3},  # only for recipes with a language model
+    "beam10+ctc0.3+lm0.3": {"beam_size": 10, "ctc_weight": 0.3, "lm_weight": 0.3},  # both
 }
 
 
@@ -276,21 +282,44 @@ def stage_average(run: RecipeRun) -> dict[str, Any]:
     return {"model": str(model), "averaged": [str(p) for p in paths]}
 
 
+def stage_lm(run: RecipeRun) -> dict[str, Any]:
+    """With conf/lm.yaml: a character LM on the training transcripts -> OUT/lm.pt (else nothing)."""
+    from dataclasses import replace
+
+    from asr.config import load_config
+    from asr.lm_train import LMConfig, train_lm
+
+    path = run.folder / LM_CONFIG_NAME
+    if not path.exists():
+        log.info("recipe %s has no %s: no language model", run.options.name, LM_CONFIG_NAME)
+        return {"lm": None}
+    cfg = replace(load_config(LMConfig, path), text=experiment_config(run).text)  # the recognizer's normaliser
+    lm = run.out / "lm.pt"
+    summary = train_lm(cfg, [run.manifests()[run.module.TRAIN]], run.outputs("vocab")["vocab"], lm)
+    log.info("language model: held-out perplexity %.3f per character (uniform %d)", summary["dev_perplexity"],
+             summary["uniform_perplexity"])
+    return {"lm": str(lm), **summary}
+
+
 def stage_evaluate(run: RecipeRun) -> dict[str, Any]:
-    """Every test split with each search of SEARCHES -> OUT/eval/<split>/<search>/ reports."""
+    """Every test split with each search of SEARCHES that fits the model (CTC head) and the run (LM)
+    -> OUT/eval/<split>/<search>/ reports."""
     from asr.evaluate import evaluate
     from asr.recognizer import load_model
     from asr.search import DecodeOptions
 
     manifests = run.manifests()
     recognizer = load_model(run.out / "model.pt", device="auto")
+    lm_path = run.outputs("lm")["lm"]
+    lm = recognizer.load_lm(lm_path) if lm_path else None
     summaries: dict[str, dict[str, Any]] = {}
     for split in run.outputs("prepare")["tests"]:
         for search, fields in SEARCHES.items():
-            if fields.get("ctc_weight") and recognizer.model.ctc is None:
+            if fields.get("ctc_weight") and recognizer.model.ctc is None or fields.get("lm_weight") and lm is None:
                 continue
             report = run.out / "eval" / split / search
-            summary = evaluate(recognizer, str(manifests[split]), DecodeOptions(**fields), report_dir=report,
+            summary = evaluate(recognizer, str(manifests[split]), DecodeOptions(**fields),
+                               lm=lm if fields.get("lm_weight") else None, report_dir=report,
                                progress=run.options.progress)
             log.info("%s %s: WER %.2f%% CER %.2f%%", split, search, summary["wer"], summary["cer"])
             summaries.setdefault(split, {})[search] = {**summary, "report": str(report)}
@@ -309,7 +338,8 @@ def stage_results(run: RecipeRun) -> dict[str, Any]:
 
 STAGE_FUNCTIONS: dict[str, Callable[[RecipeRun], dict[str, Any]]] = {
     "prepare": stage_prepare, "validate": stage_validate, "vocab": stage_vocab, "shard": stage_shard,
-    "train": stage_train, "average": stage_average, "evaluate": stage_evaluate, "results": stage_results,
+    "train": stage_train, "average": stage_average, "lm": stage_lm, "evaluate": stage_evaluate,
+    "results": stage_results,
 }
 
 

@@ -279,6 +279,27 @@ def test_runner_runs_every_stage_and_resumes_after_a_failure(stub, tmp_path, mon
     assert markers(out) == after
 
 
+def test_recipe_with_an_lm_config_trains_one_and_scores_with_fusion(stub, tmp_path, one_thread):
+    import yaml
+
+    recipes_dir, corpus = stub
+    lm_cfg = {"model": {"embed_dim": 8, "hidden": 16, "layers": 1}, "epochs": 2, "batch_size": 2}
+    (recipes_dir / "stub" / "conf" / "lm.yaml").write_text(yaml.safe_dump(lm_cfg))
+    out = tmp_path / "out"
+    results = run_recipe(RecipeOptions("stub", corpus, out, recipes_dir=recipes_dir, progress=False,
+                                       overrides=("train.max_steps=2",)))
+    marker = json.loads((out / "stages" / "lm.done").read_text())["outputs"]
+    assert marker["lm"] == str(out / "lm.pt") and marker["epochs"] == 2 and marker["train_lines"] >= 1
+    from asr.models.lm import load_lm
+    from asr.text import CharTokenizer
+    assert list(load_lm(out / "lm.pt").vocab) == CharTokenizer.load(out / "vocab.txt").symbols
+    assert set(results["tests"]["test"]) == {"greedy", "beam10", "beam10+ctc0.3", "beam10+lm0.3",
+                                             "beam10+ctc0.3+lm0.3"}
+    fused = json.loads((out / "eval" / "test" / "beam10+ctc0.3+lm0.3" / "summary.json").read_text())
+    assert fused["decode_options"]["lm_weight"] == 0.3 and fused["decode_options"]["ctc_weight"] == 0.3
+    assert "| test | beam10+lm0.3 | 2 |" in (out / "results.md").read_text()
+
+
 def test_cli_stage_forces_a_restart(stub, tmp_path, capsys, one_thread):
     recipes_dir, corpus = stub
     out = tmp_path / "out"

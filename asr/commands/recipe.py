@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "run a corpus recipe (prepare, validate, vocab, shard, train, average, evaluate, results); resumable"
+from asr.recipe import STAGES
+
+HELP = f"run a corpus recipe ({', '.join(STAGES)}); resumable"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of the recipe's config, e.g. train.epochs=5 (repeatable)")
     parser.add_argument("--stage", default=None,
-                        help="restart from this stage (prepare, validate, vocab, shard, train, average, evaluate, "
-                             "results); default: after the last finished one")
+                        help=f"restart from this stage ({', '.join(STAGES)}); default: after the last finished one")
     parser.add_argument("--config", default=None, help="experiment config (default: the recipe's conf/las.yaml)")
     parser.add_argument("--recipes-dir", default=None, help="folder of recipes (default: recipes/ beside the package)")
     parser.add_argument("--shard-size", type=int, default=1000, help="utterances per training shard (default 1000)")
