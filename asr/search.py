@@ -19,13 +19,15 @@ finished hypotheses are ranked by score / (|h| + 1) instead.
 At each step the best `beam` candidates of an utterance that end with [EOS] are
 set aside as finished (as in ESPnet/fairseq: an [EOS] candidate counts only if
 it ranks among the best `beam` candidates), and the best `beam` candidates that
-do not end continue. An utterance is done when `beam` finished hypotheses score
-at least as well as any live hypothesis can still reach (an exact bound: every
-further token adds a log-probability <= 0, plus the length penalty; with
-length_normalize the bound is loose, so searches run longer), or when its
-hypotheses reach the maximum length, where they are finished as they are (no
-[EOS] log-probability, like ESPnet's forced end). Done utterances leave the
-batch, so decoding always ends after at most max(limits) steps.
+do not end continue. At the maximum length only [EOS] may follow, with its
+scores (as fairseq does; ESPnet appends [EOS] without scoring it, which favours
+hypotheses cut off mid-word over ones the model ended). An utterance is done
+when `beam` finished hypotheses score at least as well as any live hypothesis
+can still reach (an exact bound: every further token adds a log-probability
+<= 0, plus the length penalty; with length_normalize the bound is loose, so
+searches run longer), or once its hypotheses have ended at the maximum length.
+Done utterances leave the batch, so decoding always ends after at most
+max(limits) + 1 steps.
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ class Hypothesis:
 
     tokens: list[int]  # without [GO]/[EOS]
     score: float  # total score used for ranking (divided by len(tokens) + 1 with length_normalize)
-    # Components: "att", "ctc", "lm" = unweighted log-probabilities of the whole hypothesis ([EOS]
-    # included unless it was cut at the maximum length; 0 when not used), "length" = the penalty total.
+    # Components: "att", "ctc", "lm" = unweighted log-probabilities of the whole hypothesis, [EOS]
+    # included (0 when not used); "length" = the penalty total.
     scores: dict[str, float] = field(default_factory=dict)
 
 
@@ -199,14 +201,15 @@ class _BeamSearch:
         self.att = torch.zeros(b, k, device=dev)  # (B, K) sum of attention log-probabilities
         self.lm_sum = torch.zeros(b, k, device=dev)  # (B, K) sum of LM log-probabilities
         self.ctc_psi = torch.zeros(b, k, device=dev)  # (B, K) CTC prefix score
-        self.hist = torch.zeros(b, k, self.max_tokens, dtype=torch.long, device=dev)  # (B, K, L) tokens
+        # (B, K, L + 1) tokens; the last column only ever holds tokens of hypotheses past the limit
+        self.hist = torch.zeros(b, k, self.max_tokens + 1, dtype=torch.long, device=dev)
         self.peak = torch.full((b * k,), -1, dtype=torch.long, device=dev)  # (N,) attention peak frame
         self.stall = torch.zeros(b * k, dtype=torch.long, device=dev)  # (N,) steps without moving forward
         # Finished hypotheses, best first: rank score, components, lengths, tokens.
         self.p_rank = torch.full((b, k), NEG_INF, device=dev)  # (B, P)
         self.p_comp = torch.zeros(3, b, k, device=dev)  # (3, B, P): att, ctc, lm
         self.p_len = torch.zeros(b, k, dtype=torch.long, device=dev)
-        self.p_tok = torch.zeros(b, k, self.max_tokens, dtype=torch.long, device=dev)
+        self.p_tok = torch.zeros_like(self.hist)
         self.done = torch.zeros(b, dtype=torch.bool, device=dev)
 
     # ---- main loop -------------------------------------------------------------------------
@@ -215,10 +218,8 @@ class _BeamSearch:
         """Decode until every utterance is done; returns the N-best lists in input order."""
         i = 0  # tokens in every live hypothesis
         while True:
-            at_limit = self.limit == i
-            ending = self.done | at_limit
+            ending = self.done | (self.limit < i)  # past the limit: every hypothesis has ended
             if bool(ending.any()):
-                self._finish_live(at_limit, i)
                 self._emit(ending)
                 if not self.utt_ids:
                     break
@@ -260,7 +261,7 @@ class _BeamSearch:
             self.ctc_psi = psi.float().view(b, k)
         # A state may offer a cheaper reorder for rows that stay within their utterance.
         self.dec = getattr(self.dec, "reorder_beams", self.dec.index_select)(rows)
-        self.hist = self.hist.gather(1, new_src.unsqueeze(-1).expand(-1, -1, self.max_tokens))
+        self.hist = self.hist.gather(1, new_src.unsqueeze(-1).expand_as(self.hist))
         self.hist[:, :, i] = new_tok
         if self.opts.attention_guard:
             self.peak, self.stall = self.peak[rows], self.stall[rows]
@@ -290,17 +291,19 @@ class _BeamSearch:
 
     def _eos_rules(self, i: int, full: Tensor, att_lp: Tensor) -> Tensor:
         """`full` (N, V) with [EOS] at -inf where a hypothesis may not end yet (minimum length, EOS
-        threshold), and only [EOS] left where the attention guard stops a hypothesis."""
+        threshold), and only [EOS] left at the maximum length or where the attention guard stops a
+        hypothesis."""
         opts, eos = self.opts, self.eos
         allow = i >= self.min_len.repeat_interleave(self.k)  # (N,)
         if opts.eos_threshold > 0:
             best_other = att_lp.index_fill(1, self.eos_idx, NEG_INF).amax(dim=1)
             allow = allow & (att_lp[:, eos] > opts.eos_threshold * best_other)
         eos_col = full[:, eos]
+        stop = (self.limit == i).repeat_interleave(self.k)  # (N,) hypotheses that may only end
         if opts.attention_guard:
-            stuck = self._guard()  # (N,) hypotheses that may only end
-            allow = allow | stuck
-            full = full.masked_fill(stuck.unsqueeze(1), NEG_INF)
+            stop = stop | self._guard()
+        allow = allow | stop
+        full = full.masked_fill(stop.unsqueeze(1), NEG_INF)
         return full.index_copy(1, self.eos_idx, torch.where(allow, eos_col, NEG_INF).unsqueeze(1))
 
     def _ctc_fuse(self, tok: Tensor, att_lp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -357,15 +360,9 @@ class _BeamSearch:
         att = self.att.gather(1, src) + att_lp[rows, self.eos]
         ctc = eos_psi[rows].to(att.dtype) if eos_psi is not None else torch.zeros_like(att)
         lm = self.lm_sum.gather(1, src) + lm_lp[rows, self.eos] if lm_lp is not None else torch.zeros_like(att)
-        tokens = self.hist.gather(1, src.unsqueeze(-1).expand(-1, -1, self.max_tokens))
+        tokens = self.hist.gather(1, src.unsqueeze(-1).expand_as(self.hist))
         total = total.masked_fill(~fin, NEG_INF)
         self._merge(self._rank(total, i), torch.stack([att, ctc, lm]), i, tokens)
-
-    def _finish_live(self, mask: Tensor, i: int) -> None:
-        """Finish the live hypotheses of utterances `mask` (B,) as they are (maximum length reached)."""
-        total = (self.score + self.opts.length_penalty).masked_fill(~mask.unsqueeze(1), NEG_INF)
-        comp = torch.stack([self.att, self.ctc_psi, self.lm_sum])
-        self._merge(self._rank(total, i), comp, i, self.hist)
 
     def _merge(self, rank: Tensor, comp: Tensor, length: int, tokens: Tensor) -> None:
         """Keep the best P of the pool and the new finished hypotheses (rank (B, K'), -inf = none)."""
@@ -375,7 +372,7 @@ class _BeamSearch:
         self.p_rank = rank_all.gather(1, best)
         self.p_comp = torch.cat([self.p_comp, comp], dim=2).gather(2, best.unsqueeze(0).expand(3, -1, -1))
         self.p_len = torch.cat([self.p_len, torch.full_like(rank, length, dtype=torch.long)], dim=1).gather(1, best)
-        best_tok = best.unsqueeze(-1).expand(-1, -1, self.max_tokens)
+        best_tok = best.unsqueeze(-1).expand(-1, -1, self.p_tok.shape[2])
         self.p_tok = torch.cat([self.p_tok, tokens], dim=1).gather(1, best_tok)
 
     def _emit(self, done: Tensor) -> None:

@@ -95,8 +95,7 @@ def brute_force(table: torch.Tensor, max_len: int, length_penalty: float = 0.0, 
     for n in range(max_len + 1):
         for seq in itertools.product(range(3), repeat=n):
             total = sum(float(table[code_of(list(seq[:j]))][seq[j]]) for j in range(n))
-            if n < max_len:
-                total += float(table[code_of(list(seq))][3])  # [EOS]; at max_len the hypothesis is cut
+            total += float(table[code_of(list(seq))][3])  # [EOS], the only token allowed at max_len
             total += length_penalty * (n + 1)
             out.append((total / (n + 1) if normalize else total, list(seq)))
     return sorted(out, key=lambda x: -x[0])
@@ -126,6 +125,19 @@ def test_small_beam_never_beats_the_brute_force_best() -> None:
     for k in (1, 2, 3):
         hyps, _ = run_table(table, DecodeOptions(beam_size=k, max_len=4, eos_threshold=0.0))
         assert hyps[0].score <= best + 1e-6
+
+
+def test_a_hypothesis_cut_at_the_maximum_length_pays_for_its_eos() -> None:
+    """[0, 0] is the likeliest path but the model would not end it ([EOS] -30); at max_len 2 it may
+    only end, so [1] + [EOS] (-2.5) wins. Greedy, which cannot look back, keeps [0, 0]."""
+    table = torch.full((5 ** 5, 4), -10.0)
+    table[code_of([]), :2] = torch.tensor([-0.1, -2.0])
+    table[code_of([0]), 0] = -0.1
+    table[code_of([0, 0]), 3] = -30.0
+    table[code_of([1]), 3] = -0.5
+    hyps, _ = run_table(table, DecodeOptions(beam_size=2, max_len=2, eos_threshold=0.0))
+    assert hyps[0].tokens == [1] and hyps[0].score == pytest.approx(-2.5)
+    assert greedy_search(TableModel(table), torch.zeros(1, 10, 2), torch.tensor([10]), max_len=2) == [[0, 0]]
 
 
 def ranking_table() -> torch.Tensor:
@@ -233,22 +245,25 @@ def test_scores_are_the_documented_sums() -> None:
     lm = CharLM(CharLMConfig(embed_dim=4, hidden=6, layers=1, dropout=0.0), V).eval()
     opts = DecodeOptions(beam_size=4, nbest=4, ctc_weight=0.3, lm_weight=0.2, length_penalty=0.1, max_len_ratio=0.5)
     ctc_lp = model.ctc.log_probs(enc).detach()
+    at_limit = 0
     for i, hyps in enumerate(decode(model, enc, lengths, opts, lm=lm)):
         for h in hyps:
+            at_limit += len(h.tokens) == max(1, int(0.5 * lengths[i]))
             total = 0.7 * h.scores["att"] + 0.3 * h.scores["ctc"] + 0.2 * h.scores["lm"] + h.scores["length"]
             assert h.score == pytest.approx(total, abs=1e-4)
-            ended = len(h.tokens) < max(1, int(0.5 * lengths[i]))  # by [EOS], not cut at the maximum length
-            if ended:  # the CTC part is then the whole sequence's log-probability
-                want = -F.ctc_loss(ctc_lp[i : i + 1, : lengths[i]].transpose(0, 1), torch.tensor([h.tokens]),
-                                   lengths[i : i + 1], torch.tensor([len(h.tokens)]), reduction="sum")
-                assert h.scores["ctc"] == pytest.approx(float(want), abs=1e-3)
+            assert len(h.tokens) <= max(1, int(0.5 * lengths[i]))
+            # Every hypothesis ends with [EOS] (the only token at the maximum length), so the CTC
+            # part is the whole sequence's log-probability.
+            want = -F.ctc_loss(ctc_lp[i : i + 1, : lengths[i]].transpose(0, 1), torch.tensor([h.tokens]),
+                               lengths[i : i + 1], torch.tensor([len(h.tokens)]), reduction="sum")
+            assert h.scores["ctc"] == pytest.approx(float(want), abs=1e-3)
             # The attention part is the teacher-forced log-probability of the tokens (+ [EOS]).
             tokens_in = torch.tensor([[model.go_id, *h.tokens]])
             with torch.no_grad():
                 lp = model.speller(enc[i : i + 1, : lengths[i]], lengths[i : i + 1], tokens_in)[0].log_softmax(-1)[0]
-            out = [*h.tokens, model.eos_id] if ended else h.tokens
-            att = sum(float(lp[j, t]) for j, t in enumerate(out))
+            att = sum(float(lp[j, t]) for j, t in enumerate([*h.tokens, model.eos_id]))
             assert h.scores["att"] == pytest.approx(att, abs=1e-3)
+    assert at_limit > 0  # the sums hold for hypotheses ended at the maximum length too
 
 
 def test_lm_fusion_changes_the_result() -> None:
