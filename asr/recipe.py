@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -149,6 +149,9 @@ def run_recipe(options: RecipeOptions) -> dict[str, Any]:
     if options.stage is not None and options.stage not in STAGES:
         raise RecipeError(f"unknown stage {options.stage!r}; stages: {', '.join(STAGES)}")
     folder, module = load_recipe(options.name, options.recipes_dir)
+    # Absolute paths, so what the stage markers record still holds when a run is resumed from
+    # another working directory.
+    options = replace(options, out=Path(options.out).resolve(), data=Path(options.data).resolve())
     run = RecipeRun(options, module, folder)
     experiment_config(run)  # a bad config or override fails now, not after hours of preparation
     first = STAGES.index(options.stage) if options.stage else next(
@@ -284,8 +287,6 @@ def stage_average(run: RecipeRun) -> dict[str, Any]:
 
 def stage_lm(run: RecipeRun) -> dict[str, Any]:
     """With conf/lm.yaml: a character LM on the training transcripts -> OUT/lm.pt (else nothing)."""
-    from dataclasses import replace
-
     from asr.config import load_config
     from asr.lm_train import LMConfig, train_lm
 
@@ -295,7 +296,7 @@ def stage_lm(run: RecipeRun) -> dict[str, Any]:
         return {"lm": None}
     cfg = replace(load_config(LMConfig, path), text=experiment_config(run).text)  # the recognizer's normaliser
     lm = run.out / "lm.pt"
-    summary = train_lm(cfg, [run.manifests()[run.module.TRAIN]], run.outputs("vocab")["vocab"], lm)
+    summary = train_lm(cfg, [run.manifests()[run.module.TRAIN]], run.out / "vocab.txt", lm)
     log.info("language model: held-out perplexity %.3f per character (uniform %d)", summary["dev_perplexity"],
              summary["uniform_perplexity"])
     return {"lm": str(lm), **summary}

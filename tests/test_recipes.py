@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -279,15 +280,20 @@ def test_runner_runs_every_stage_and_resumes_after_a_failure(stub, tmp_path, mon
     assert markers(out) == after
 
 
-def test_recipe_with_an_lm_config_trains_one_and_scores_with_fusion(stub, tmp_path, one_thread):
+def test_recipe_with_an_lm_config_trains_one_and_scores_with_fusion(stub, tmp_path, one_thread, monkeypatch):
     import yaml
 
     recipes_dir, corpus = stub
     lm_cfg = {"model": {"embed_dim": 8, "hidden": 16, "layers": 1}, "epochs": 2, "batch_size": 2}
     (recipes_dir / "stub" / "conf" / "lm.yaml").write_text(yaml.safe_dump(lm_cfg))
     out = tmp_path / "out"
-    results = run_recipe(RecipeOptions("stub", corpus, out, recipes_dir=recipes_dir, progress=False,
-                                       overrides=("train.max_steps=2",)))
+    monkeypatch.chdir(tmp_path)  # a relative --out, then the lm stage resumed from another directory
+    options = RecipeOptions("stub", Path(corpus.name), Path("out"), recipes_dir=recipes_dir, progress=False,
+                            overrides=("train.max_steps=2",))
+    run_recipe(replace(options, stage=None))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    results = run_recipe(replace(options, data=Path("..") / corpus.name, out=Path("../out"), stage="lm"))
     marker = json.loads((out / "stages" / "lm.done").read_text())["outputs"]
     assert marker["lm"] == str(out / "lm.pt") and marker["epochs"] == 2 and marker["train_lines"] >= 1
     from asr.models.lm import load_lm
