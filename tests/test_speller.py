@@ -108,6 +108,25 @@ def test_beams_sharing_memory_step_as_beams_with_their_own(kind: str, extra: dic
             torch.testing.assert_close(speller.step(pick, tokens)[0], expected, atol=1e-6, rtol=0)
 
 
+def test_inference_token_gates_follow_the_weights() -> None:
+    """The first cell's cached token gates are rebuilt when a weight behind them changes in place
+    or is replaced (load_state_dict), so step keeps matching teacher forcing."""
+    speller = make_speller(layers=2)
+    enc, lengths, tokens = batch()
+    with torch.no_grad():
+        for change in ("embedding", "input weights", "state dict"):
+            if change == "embedding":
+                speller.embed.weight.mul_(1.5)
+            elif change == "input weights":
+                speller.cells[0].bias_ih.add_(0.3)
+            else:
+                speller.load_state_dict(make_speller(layers=2, dropout=0.1).state_dict())
+                speller.cells[0].weight_ih.mul_(-1.0)
+            logits, _ = speller(enc, lengths, tokens)
+            log_probs, _ = speller.step(speller.init_state(enc, lengths), tokens[:, 0])
+            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, 0], -1), atol=1e-5, rtol=0)
+
+
 def test_scheduled_sampling_feeds_own_greedy_tokens() -> None:
     speller = make_speller(scheduled_sampling=1.0)
     enc, lengths, tokens = batch()
