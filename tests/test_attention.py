@@ -86,8 +86,11 @@ def test_location_energies_match_the_formula(kernel: int, grad: bool, monkeypatc
     ref = torch.tanh(pre[:, None, :] + enc @ V.T + bias + f @ U.T) @ w  # (B, T)
     with torch.set_grad_enabled(grad):
         got = att.energies(query, att.preprocess(enc), prev)
+        masked = att.energies(query, att.preprocess(enc), prev, mask)  # lengths 11, 6, 1: blocks of 11 and 1
     assert got.requires_grad == grad
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked[mask], ref[mask], atol=1e-5, rtol=1e-5)  # padded frames may differ
+    assert torch.isfinite(masked).all()
 
 
 def test_additive_energies_match_the_formula() -> None:

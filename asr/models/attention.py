@@ -102,15 +102,16 @@ class Attention(nn.Module):
         """Keys computed once per utterance: (B, T, D) -> (B, T, A)."""
         raise NotImplementedError
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor) -> Tensor:
-        """Unnormalised scores (N, T) for queries (N, Dq) over keys (M, T, A), N = g x M."""
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Unnormalised scores (N, T) for queries (N, Dq) over keys (M, T, A), N = g x M. With the
+        valid-frame `mask` (M, T), scores of padded frames may be left at any finite value."""
         raise NotImplementedError
 
     def forward(self, query: Tensor, enc: Tensor, keys: Tensor, mask: Tensor,
                 prev_weights: Tensor) -> tuple[Tensor, Tensor]:
         """Attend: query (N, Dq), enc (M, T, D), keys (M, T, A), mask (M, T) valid, prev (N, T)
         -> context (N, D), weights (N, T); N = g x M, utterance-major."""
-        e = self.energies(query, keys, prev_weights)  # (N, T)
+        e = self.energies(query, keys, prev_weights, mask)  # (N, T)
         (n, t), m = e.shape, enc.shape[0]
         g = n // m
         if g > 1:
@@ -165,8 +166,8 @@ class LocationAttention(Attention):
             self.conv.weight[:, 0].flip(-1).float(), n)
         return torch.fft.irfft(spec, n)[:, :, k // 2: k // 2 + t].to(dtype)
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor) -> Tensor:
-        """w^T tanh(W s + V h + U conv(prev) + b): (N, T)."""
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
+        """w^T tanh(W s + V h + U conv(prev) + b): (N, T); at inference on CPU, 0 on padded frames."""
         (m, t, a), n = keys.shape, query.shape[0]
         g = n // m
         f = self.location_features(prev_weights, keys.dtype)  # (N, C, T)
@@ -181,20 +182,21 @@ class LocationAttention(Attention):
                 doubled = torch.bmm(f1, w).view(m, g, t, a).add_(keys.unsqueeze(1)).mul_(2.0).view(n, t, a)
             return score_tanh(self.score, doubled)
         # Blocks of at most `rows` queries with their keys: one memory row per query (g = 1), or
-        # the queries of one utterance sharing its keys (g > 1).
+        # the queries of one utterance sharing its keys (g > 1); each over its valid frames only.
+        valid = [t] * m if mask is None else mask.sum(dim=1).tolist()
         rows = max(1, INFERENCE_BLOCK // (t * a))
         if g == 1:
-            blocks = [(i, min(i + rows, n), keys[i:i + rows]) for i in range(0, n, rows)]
+            blocks = [(i, min(i + rows, n), keys[i:i + rows], max(valid[i:i + rows])) for i in range(0, n, rows)]
         else:
             rows = min(rows, g)
-            blocks = [(i, min(i + rows, (u + 1) * g), keys[u:u + 1]) for u in range(m)
+            blocks = [(i, min(i + rows, (u + 1) * g), keys[u:u + 1], valid[u]) for u in range(m)
                       for i in range(u * g, (u + 1) * g, rows)]
-        out = keys.new_empty(n, t)
-        buf = keys.new_empty(min(rows, n), t, a)
-        for i, j, key in blocks:
-            block = buf[: j - i]
-            torch.baddbmm(key, f1[i:j], w[i:j], beta=2.0, alpha=2.0, out=block)
-            out[i:j] = score_tanh(self.score, block, inplace=True)
+        out = keys.new_zeros(n, t)
+        buf = keys.new_empty(min(rows, n) * t * a)
+        for i, j, key, v in blocks:
+            block = buf[: (j - i) * v * a].view(j - i, v, a)
+            torch.baddbmm(key[:, :v], f1[i:j, :v], w[i:j], beta=2.0, alpha=2.0, out=block)
+            out[i:j, :v] = score_tanh(self.score, block, inplace=True)
         return out
 
 
@@ -211,7 +213,7 @@ class AdditiveAttention(Attention):
         """Keys V h + b: (B, T, D) -> (B, T, A)."""
         return self.key(enc)
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor) -> Tensor:
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
         """w^T tanh(W s + V h + b): (N, T)."""
         (m, t, a), n = keys.shape, query.shape[0]
         q = self.query(query).view(m, n // m, 1, a)
@@ -231,7 +233,7 @@ class DotAttention(Attention):
         """Projected keys V h: (B, T, D) -> (B, T, A)."""
         return self.key(enc)
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor) -> Tensor:
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
         """(W s) . (V h) / sqrt(A): (N, T)."""
         (m, t, a), n = keys.shape, query.shape[0]
         q = self.query(query).view(m, n // m, a)  # (M, g, A)
