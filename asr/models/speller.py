@@ -11,7 +11,9 @@ Decoding starts from [GO] (with a zero context and uniform weights over the
 valid frames) and is trained to emit [EOS]. Everything a step needs is in one
 `DecoderState`, including the encoder memory it attends to, so search reorders
 or expands hypotheses with `state.index_select(idx)`. Teacher-forced `forward`
-and `step` run the same code, so they give the same numbers.
+and `step` run the same code, so they give the same numbers (at inference, `step`
+takes the embedding part of the first cell's input product from a per-token
+table instead: the same values to ~1e-6).
 
 Beam search holds K hypotheses per utterance; their encoder memory is stored
 once per utterance (`expand_beams`), not once per hypothesis, so attention
