@@ -179,7 +179,6 @@ class _BeamSearch:
         lengths = enc_lengths.to(dev).long()
         self.limit = limit = token_limits(lengths, opts.max_len_ratio, opts.max_len)
         self.min_len = torch.minimum(torch.floor(lengths.double() * opts.min_len_ratio).long(), limit)
-        self.max_tokens = int(limit.max())
         self.utt_ids = list(range(b))  # original index of each active utterance
         self.results: list[list[Hypothesis]] = [[] for _ in range(b)]
 
@@ -200,9 +199,8 @@ class _BeamSearch:
         self.score[:, 0] = 0.0  # (B, K) total score
         self.att = torch.zeros(b, k, device=dev)  # (B, K) sum of attention log-probabilities
         self.lm_sum = torch.zeros(b, k, device=dev)  # (B, K) sum of LM log-probabilities
-        self.ctc_psi = torch.zeros(b, k, device=dev)  # (B, K) CTC prefix score
         # (B, K, L + 1) tokens; the last column only ever holds tokens of hypotheses past the limit
-        self.hist = torch.zeros(b, k, self.max_tokens + 1, dtype=torch.long, device=dev)
+        self.hist = torch.zeros(b, k, int(limit.max()) + 1, dtype=torch.long, device=dev)
         self.peak = torch.full((b * k,), -1, dtype=torch.long, device=dev)  # (N,) attention peak frame
         self.stall = torch.zeros(b * k, dtype=torch.long, device=dev)  # (N,) steps without moving forward
         # Finished hypotheses, best first: rank score, components, lengths, tokens.
@@ -256,9 +254,7 @@ class _BeamSearch:
             self.lm_sum = self.lm_sum.reshape(n)[rows].view(b, k) + lm_lp[rows, flat_tok].view(b, k)
             self.lm_state = self.lm_state.index_select(rows)
         if self.ctc is not None:
-            psi = psi_full[rows, flat_tok]
-            self.ctc_state = self.ctc.extend(self.ctc_state, rows, flat_tok, psi)
-            self.ctc_psi = psi.float().view(b, k)
+            self.ctc_state = self.ctc.extend(self.ctc_state, rows, flat_tok, psi_full[rows, flat_tok])
         # A state may offer a cheaper reorder for rows that stay within their utterance.
         self.dec = getattr(self.dec, "reorder_beams", self.dec.index_select)(rows)
         self.hist = self.hist.gather(1, new_src.unsqueeze(-1).expand_as(self.hist))
@@ -401,7 +397,7 @@ class _BeamSearch:
         """Restrict every tensor to the utterances `keep` (B',) and their hypotheses."""
         k = self.k
         rows = (keep.unsqueeze(1) * k + torch.arange(k, device=self.device)).view(-1)  # (B' K,)
-        for name in ("limit", "min_len", "score", "att", "lm_sum", "ctc_psi", "hist", "done",
+        for name in ("limit", "min_len", "score", "att", "lm_sum", "hist", "done",
                      "p_rank", "p_len", "p_tok"):
             setattr(self, name, getattr(self, name).index_select(0, keep))
         self.p_comp = self.p_comp.index_select(1, keep)
