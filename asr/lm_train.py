@@ -121,8 +121,6 @@ def perplexity(lm: CharLM, sentences: list[list[int]], batch_size: int = 64) -> 
     return math.exp(nll / max(count, 1))
 
 
-
-
 def train_lm(cfg: LMConfig, texts: list[str | Path], vocab: str | Path, out: str | Path) -> dict:
     """Train a CharLM on `texts` with the vocabulary file `vocab`, write it to `out`; returns a summary
     {"train_lines", "dev_lines", "dev_perplexity", "uniform_perplexity", "epochs", "seconds"}."""
