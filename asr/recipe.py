@@ -13,7 +13,7 @@ rerun starts at the first stage without a marker, so an interrupted recipe goes
 on where it stopped (training itself resumes from its last.pt). Starting at a
 given stage clears the markers of that stage and of every later one.
 
-The helpers at the end (`utterance_from_file`, `copy_manifests`, ...) are the
+The helpers at the end (`utterances_from_files`, `copy_manifests`, ...) are the
 parts the prepare modules share.
 """
 
@@ -218,7 +218,7 @@ def stage_prepare(run: RecipeRun) -> dict[str, Any]:
                           f"{', '.join(run.module.TESTS)}")
     for split, path in written.items():
         log.info("prepared %s: %s", split, path)
-    return {"recipe": run.options.name, "data": str(data.resolve()),
+    return {"recipe": run.options.name, "data": str(data),
             "manifests": {split: str(Path(p).resolve()) for split, p in written.items()},
             "train": run.module.TRAIN, "dev": run.module.DEV, "tests": tests}
 
@@ -319,9 +319,8 @@ def stage_evaluate(run: RecipeRun) -> dict[str, Any]:
             if fields.get("ctc_weight") and recognizer.model.ctc is None or fields.get("lm_weight") and lm is None:
                 continue
             report = run.out / "eval" / split / search
-            summary = evaluate(recognizer, str(manifests[split]), DecodeOptions(**fields),
-                               lm=lm if fields.get("lm_weight") else None, report_dir=report,
-                               progress=run.options.progress)
+            summary = evaluate(recognizer, str(manifests[split]), DecodeOptions(**fields), lm=lm,
+                               report_dir=report, progress=run.options.progress)
             log.info("%s %s: WER %.2f%% CER %.2f%%", split, search, summary["wer"], summary["cer"])
             summaries.setdefault(split, {})[search] = {**summary, "report": str(report)}
     return {"summaries": summaries}
