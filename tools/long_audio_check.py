@@ -141,7 +141,8 @@ def check(args: argparse.Namespace) -> dict:
         truth = build_long_audio(utterances, path, args.minutes, rng, recognizer.tokenizer.normalize)
         audio_seconds = sf.info(str(path)).duration
         rss_before = peak_rss_mb()
-        options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=args.max_segment),
+        options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=args.max_segment,
+                                                                    min_silence_s=args.min_silence, pad_s=args.pad),
                                     batch_seconds=args.batch_seconds)
         start = time.perf_counter()
         [long] = list(transcribe_files(recognizer, [path], options, decode, lm))
@@ -181,6 +182,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the long file (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the gaps")
     parser.add_argument("--max-segment", type=float, default=20.0, help="segmenter's maximum segment, seconds")
+    parser.add_argument("--min-silence", type=float, default=0.5, help="segmenter's shortest pause that ends a segment")
+    parser.add_argument("--pad", type=float, default=0.2, help="segmenter's context kept around speech, seconds")
     parser.add_argument("--batch-seconds", type=float, default=160.0, help="padded seconds decoded together")
     parser.add_argument("--keep-audio", metavar="WAV", help="write the long file there and keep it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
