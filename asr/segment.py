@@ -45,7 +45,7 @@ class SegmenterConfig:
     min_floor_db: float = -75.0  # the floor never goes below this (dBFS): digital silence + a rustle is not speech
     start_db: float = 12.0  # speech starts when a frame is this far above the floor (upper hysteresis threshold)
     stop_db: float = 6.0  # ... and continues while frames stay this far above it (lower threshold)
-    min_speech_s: float = 0.15  # shorter bursts (clicks, bumps) are dropped
+    min_speech_s: float = 0.1  # shorter bursts (clicks, bumps) are dropped; quickly said short words last 0.1-0.2 s
     min_silence_s: float = 0.5  # shorter pauses do not end a segment (pauses inside sentences are often 0.3-0.5 s)
     pad_s: float = 0.2  # context kept before and after the speech (at most min_silence_s after it)
     max_segment_s: float = 20.0  # longer speech is split at its quietest point (the padded segment stays below this)

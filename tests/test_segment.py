@@ -141,3 +141,15 @@ def test_bad_files_and_configs(tmp_path):
         SegmenterConfig(start_db=3.0, stop_db=6.0)
     with pytest.raises(ValueError):
         SegmenterConfig(max_segment_s=0.3, pad_s=0.2)
+
+
+def test_a_short_spoken_word_between_silences_is_found(fsdd_dir):
+    # "six" said quickly (0.14 s recording): the part loud enough to start speech is shorter
+    # still, and a minimum burst of 0.15 s dropped it as a click.
+    from asr.audio import load_audio
+
+    word = load_audio(fsdd_dir / "audio" / "yweweler" / "6_yweweler_3.flac", SR).numpy()
+    rng = np.random.default_rng(9)
+    wave = np.concatenate([quiet(rng, 1.5), word, quiet(rng, 1.5)])
+    [segment] = segment_wave(wave, SR)
+    assert segment.start <= 1.5 and segment.end >= 1.5 + len(word) / SR - 0.05
