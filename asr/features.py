@@ -1,4 +1,4 @@
-"""Feature front-end: padded waveform batches -> log-mel / MFCC -> CMVN -> SpecAugment.
+"""Feature front-end: padded waveform batches -> (training: silence padding) -> log-mel / MFCC -> CMVN -> SpecAugment.
 
 Every module here takes a zero-padded batch and its lengths and returns features
 and their lengths, `forward(waves (B, N), lengths (B,)) -> (feats (B, T, F), frame_lengths (B,))`,
@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
+
+from asr.silence_pad import SilencePad, SilencePadConfig
 
 FLT_EPSILON = torch.finfo(torch.float32).eps  # Kaldi's floor on mel energies before the log
 INT16_SCALE = 32768.0  # [-1, 1] floats -> int16 sample values
@@ -819,6 +821,7 @@ class FrontendConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)  # which features
     cmvn: Literal["global", "utterance", "none"] = "global"  # corpus stats in the model, per utterance mean, or none
     specaug: SpecAugmentConfig | None = None  # SpecAugment in training mode; None = off
+    silence_pad: SilencePadConfig | None = None  # quiet noise around each wave in training mode; None = off
 
 
 class Frontend(nn.Module):
@@ -841,6 +844,8 @@ class Frontend(nn.Module):
         else:
             self.cmvn = _NoNorm()
         self.specaug = SpecAugment(cfg.specaug) if cfg.specaug is not None else None
+        self.silence_pad = (SilencePad(cfg.silence_pad, cfg.features.sample_rate)
+                            if cfg.silence_pad is not None else None)
 
     @property
     def output_dim(self) -> int:
@@ -855,6 +860,8 @@ class Frontend(nn.Module):
 
     def forward(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N) waves, (B,) lengths in samples -> (B, T, F) features, (B,) frame lengths."""
+        if self.silence_pad is not None:
+            waves, lengths = self.silence_pad(waves, lengths)
         feats, frame_lengths = self.features(waves, lengths)
         feats, frame_lengths = self.cmvn(feats, frame_lengths)
         if self.specaug is not None:
