@@ -159,6 +159,21 @@ def test_subtitles_and_json_into_an_output_directory(model_file, files, tmp_path
     assert len(objs[0]["segments"]) == 15 and set(objs[0]["segments"][0]) == {"start", "end", "text"}
 
 
+def test_segmenter_options_reach_the_segmenter(model_file, files, capsys, one_thread):
+    def segments(*extra: str) -> list[dict]:
+        assert main(["transcribe", str(model_file), str(files["long"]), "--format", "json", "--device", "cpu",
+                     "--max-segment", "10", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["segments"]
+
+    padded, tight = segments(), segments("--pad", "0")
+    assert len(tight) == len(padded) == 15
+    assert all(t["start"] >= p["start"] and t["end"] <= p["end"] for t, p in zip(tight, padded))
+    assert sum(t["start"] - p["start"] for t, p in zip(tight, padded)) > 15 * 0.15  # 0.2 s less on each side
+    assert len(segments("--min-silence", "100")) < 15  # no pause is long enough: only max-segment cuts
+    assert main(["transcribe", str(model_file), str(files["long"]), "--pad", "-1"]) == 1
+    assert "durations must be >= 0" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- the long-audio tool
 
 def test_long_audio_check_tool_runs(model_file, so762_dir, capsys, one_thread):

@@ -128,7 +128,7 @@ def check(args: argparse.Namespace) -> dict:
     import torch
 
     from asr.commands._decoding import load_recognizer
-    from asr.segment import SegmenterConfig
+    from asr.commands.transcribe import segmenter_config
     from asr.transcribe import TranscribeOptions, transcribe_files
 
     recognizer, decode, lm = load_recognizer(args)
@@ -141,9 +141,7 @@ def check(args: argparse.Namespace) -> dict:
         truth = build_long_audio(utterances, path, args.minutes, rng, recognizer.tokenizer.normalize)
         audio_seconds = sf.info(str(path)).duration
         rss_before = peak_rss_mb()
-        options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=args.max_segment,
-                                                                    min_silence_s=args.min_silence, pad_s=args.pad),
-                                    batch_seconds=args.batch_seconds)
+        options = TranscribeOptions(segmenter=segmenter_config(args), batch_seconds=args.batch_seconds)
         start = time.perf_counter()
         [long] = list(transcribe_files(recognizer, [path], options, decode, lm))
         long_seconds = time.perf_counter() - start
@@ -175,18 +173,17 @@ def check(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (the decoding ones are `asr evaluate`'s)."""
     from asr.commands._decoding import add_model_arguments, add_search_arguments
+    from asr.commands.transcribe import add_segmenter_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="model file")
     parser.add_argument("manifest", help="dev manifest whose utterances make the long file")
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the long file (default 30)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the gaps")
-    parser.add_argument("--max-segment", type=float, default=20.0, help="segmenter's maximum segment, seconds")
-    parser.add_argument("--min-silence", type=float, default=0.5, help="segmenter's shortest pause that ends a segment")
-    parser.add_argument("--pad", type=float, default=0.2, help="segmenter's context kept around speech, seconds")
     parser.add_argument("--batch-seconds", type=float, default=160.0, help="padded seconds decoded together")
     parser.add_argument("--keep-audio", metavar="WAV", help="write the long file there and keep it")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_segmenter_arguments(parser)
     add_model_arguments(parser)
     add_search_arguments(parser)
     return parser.parse_args(argv)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from asr.commands._decoding import add_model_arguments, add_search_arguments, load_recognizer
+
+if TYPE_CHECKING:
+    from asr.segment import SegmenterConfig
 
 HELP = "transcribe audio files of any length, rate and channel count (text, json, srt or vtt)"
 
@@ -21,13 +25,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write one NAME.FORMAT file per input there instead of printing (needed for "
                              "srt/vtt with several files)")
     parser.add_argument("--batch-seconds", type=float, default=160.0, help="padded seconds of audio decoded together")
-    seg = parser.add_argument_group("segmentation of long files")
-    seg.add_argument("--max-segment", type=float, default=20.0,
-                     help="longest segment decoded at once, seconds; longer files are cut by the energy detector")
-    seg.add_argument("--min-silence", type=float, default=0.5, help="shortest pause that ends a segment, seconds")
-    seg.add_argument("--vad-threshold", type=float, default=12.0, help="dB above the noise floor where speech starts")
+    add_segmenter_arguments(parser)
     add_model_arguments(parser)
     add_search_arguments(parser)
+
+
+def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the energy segmenter that cuts long files (defaults: SegmenterConfig's)."""
+    from asr.segment import SegmenterConfig
+
+    default = SegmenterConfig()
+    seg = parser.add_argument_group("segmentation of long files")
+    seg.add_argument("--max-segment", type=float, default=default.max_segment_s,
+                     help="longest segment decoded at once, seconds; longer files are cut by the energy detector "
+                          f"(default {default.max_segment_s})")
+    seg.add_argument("--min-silence", type=float, default=default.min_silence_s,
+                     help=f"shortest pause that ends a segment, seconds (default {default.min_silence_s})")
+    seg.add_argument("--pad", type=float, default=default.pad_s,
+                     help=f"context kept before and after each stretch of speech, seconds (default {default.pad_s})")
+    seg.add_argument("--vad-threshold", type=float, default=default.start_db,
+                     help=f"dB above the noise floor where speech starts (default {default.start_db})")
+
+
+def segmenter_config(args: argparse.Namespace) -> SegmenterConfig:
+    """The SegmenterConfig of parsed `add_segmenter_arguments` options (ValueError when they do not fit)."""
+    from asr.segment import SegmenterConfig
+
+    return SegmenterConfig(max_segment_s=args.max_segment, min_silence_s=args.min_silence, pad_s=args.pad,
+                           start_db=args.vad_threshold, stop_db=min(SegmenterConfig.stop_db, args.vad_threshold))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,16 +60,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from asr.errors import AsrError
-    from asr.segment import SegmenterConfig
     from asr.transcribe import TranscribeOptions, format_transcript, output_path, transcribe_files
 
     several = len(args.files) > 1
     if several and args.format in ("srt", "vtt") and not args.output_dir:
         raise AsrError(f"--format {args.format} with several files needs --output-dir (one subtitle file each)")
     try:
-        segmenter = SegmenterConfig(max_segment_s=args.max_segment, min_silence_s=args.min_silence,
-                                    start_db=args.vad_threshold, stop_db=min(6.0, args.vad_threshold))
-        options = TranscribeOptions(segmenter=segmenter, batch_seconds=args.batch_seconds)
+        options = TranscribeOptions(segmenter=segmenter_config(args), batch_seconds=args.batch_seconds)
     except ValueError as err:
         raise AsrError(str(err)) from None
     recognizer, decode, lm = load_recognizer(args)
