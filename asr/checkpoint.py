@@ -108,7 +108,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def best_checkpoints(run_dir: str | Path, count: int = 0) -> list[Path]:
-    """The best-stepN.pt files of a run, best dev loss first (as ranked in its newest checkpoint)."""
+    """The best-stepN.pt files of a run, best first (as ranked, by train.best_by, in its newest checkpoint)."""
     run_dir = Path(run_dir)
     found = load_first_good([p for p in (run_dir / "last.pt", run_dir / "prev.pt") if p.exists()])
     ranked = [run_dir / name for _, name in found[1]["train_state"].get("best", [])] if found else []

@@ -71,7 +71,11 @@ class TrainConfig:
     log_every: int = 20  # updates between JSON Lines log records
     validate_every: int = 0  # updates between validations (0 = at the end of each epoch)
     checkpoint_every: int = 0  # updates between `last.pt` writes (0 = at each validation)
-    keep_best: int = 3  # best checkpoints kept by dev loss
+    keep_best: int = 3  # best checkpoints kept (ranked by best_by)
+    # What ranks them: dev loss, or the greedy dev CER / WER of each validation. With label
+    # smoothing the dev loss can rise while the error rates still fall (a model's attention
+    # learning to align late), and the loss then keeps checkpoints from before the alignment.
+    best_by: Literal["loss", "cer", "wer"] = "loss"
     max_nonfinite: int = 10  # consecutive non-finite updates before training stops
     plot_utterances: int = 3  # dev utterances shown in the attention plot
     decode_max_ratio: float = 1.0  # greedy validation decode: max tokens per encoder frame
@@ -99,7 +103,8 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
     nonfinite_total: int = 0  # updates skipped for non-finite gradients
     nonfinite_run: int = 0  # ... in a row
-    best: list = field(default_factory=list)  # [[dev_loss, file name], ...] ascending
+    best: list = field(default_factory=list)  # [[dev score, file name], ...] ascending, score as ranked by best_by
+    best_by: str = "loss"  # the dev score `best` holds
     history: list = field(default_factory=list)  # log records, for the learning curve
 
 
@@ -266,14 +271,14 @@ class Trainer:
             plot_learning_curves(state.history, self.run_dir / "plots" / "learning_curve.png")
             log.info("step %d: dev loss %.4f, CER %.2f%%, WER %.2f%%", state.step,
                      record["dev_loss"], record["dev_cer"], record["dev_wer"])
-        self.checkpoint(record["dev_loss"] if record else None)
+        self.checkpoint(record[f"dev_{self.cfg.train.best_by}"] if record else None)
 
-    def checkpoint(self, best_loss: float | None = None) -> None:
+    def checkpoint(self, dev_score: float | None = None) -> None:
         """Rank 0 writes last.pt (the previous one kept as prev.pt) and, when among the best, best-stepN.pt."""
         self.saved_at = self.state.step
         if not self.dist.is_main:
             return
-        is_best = best_loss is not None and _rank_best(self.run_dir, self.state, best_loss, self.cfg.train.keep_best)
+        is_best = dev_score is not None and _rank_best(self.run_dir, self.state, dev_score, self.cfg.train)
         payload = _payload(self.cfg, self.tokenizer, self.model, self.optimizer, self.schedule, self.scaler,
                            self.state)
         save_checkpoint(payload, self.run_dir / "last.pt", previous=self.run_dir / "prev.pt")
@@ -453,7 +458,7 @@ def _payload(cfg, tokenizer, model, optimizer, schedule, scaler, state: TrainSta
         "train_state": {
             "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
             "nonfinite_total": state.nonfinite_total, "nonfinite_run": state.nonfinite_run,
-            "best": state.best, "history": state.history,
+            "best": state.best, "best_by": state.best_by, "history": state.history,
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(), "rng": _rng_state(),
         },
@@ -463,7 +468,8 @@ def _payload(cfg, tokenizer, model, optimizer, schedule, scaler, state: TrainSta
 def _restore_state(saved: dict[str, Any]) -> TrainState:
     return TrainState(step=saved["step"], epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"],
                       nonfinite_total=saved["nonfinite_total"], nonfinite_run=saved["nonfinite_run"],
-                      best=[list(b) for b in saved["best"]], history=list(saved["history"]))
+                      best=[list(b) for b in saved["best"]], best_by=saved.get("best_by", "loss"),
+                      history=list(saved["history"]))
 
 
 def _find_checkpoint(run_dir: Path):
@@ -473,11 +479,18 @@ def _find_checkpoint(run_dir: Path):
     return load_first_good(candidates) if candidates else None
 
 
-def _rank_best(run_dir: Path, state: TrainState, dev_loss: float, keep: int) -> bool:
-    """Enter this step in the best-`keep` list by dev loss, delete files that fell out; True if kept."""
+def _rank_best(run_dir: Path, state: TrainState, dev_score: float, cfg: TrainConfig) -> bool:
+    """Enter this step in the best-`keep_best` list by its dev score (lower is better), delete files
+    that fell out; True if kept. A run resumed with another best_by starts a new list (the files
+    ranked by the old score stay on disk, unranked)."""
+    keep = cfg.keep_best
     if keep <= 0:
         return False
-    entry = [dev_loss, f"best-step{state.step}.pt"]
+    if state.best_by != cfg.best_by:
+        if state.best:
+            log.info("best checkpoints are ranked by dev %s from now on (were by dev %s)", cfg.best_by, state.best_by)
+        state.best, state.best_by = [], cfg.best_by
+    entry = [dev_score, f"best-step{state.step}.pt"]
     ranked = sorted(state.best + [entry], key=lambda b: b[0])
     for _, old in ranked[keep:]:
         (run_dir / old).unlink(missing_ok=True)

@@ -215,3 +215,23 @@ def test_nonfinite_loss_skips_the_update_and_stops_when_persistent(eight_utteran
     assert caplog.text.count("non-finite gradient norm, update skipped") == 2
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["nonfinite"] == 2 and log[-1]["step"] == 6
+
+
+def test_best_checkpoints_are_ranked_by_the_chosen_dev_score(eight_utterances, tmp_path, caplog):
+    run = tmp_path / "run"
+    sections = {"train": {"max_steps": 8, "validate_every": 2, "keep_best": 2, "best_by": "cer"}}
+    fit(from_dict(ExperimentConfig, tiny_config(eight_utterances, run, **sections)))
+    valid = [r for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if r["kind"] == "valid"]
+    assert len(valid) == 4
+    state = load_checkpoint(run / "last.pt")["train_state"]
+    by_cer = sorted((r["dev_cer"], f"best-step{r['step']}.pt") for r in valid)[:2]
+    assert state["best_by"] == "cer" and [tuple(b) for b in state["best"]] == by_cer
+    assert sorted(p.name for p in run.glob("best-step*.pt")) == sorted(name for _, name in by_cer)
+    # Resumed with another score: a new ranking, the files of the old one are left alone.
+    sections["train"].update(max_steps=10, best_by="loss")
+    with caplog.at_level("INFO", logger="asr.train"):
+        fit(from_dict(ExperimentConfig, tiny_config(eight_utterances, run, **sections)), resume=True)
+    assert "ranked by dev loss from now on (were by dev cer)" in caplog.text
+    state = load_checkpoint(run / "last.pt")["train_state"]
+    assert state["best_by"] == "loss" and [name for _, name in state["best"]] == ["best-step10.pt"]
+    assert all((run / name).exists() for _, name in by_cer)
