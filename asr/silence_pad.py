@@ -52,12 +52,13 @@ class SilencePad(nn.Module):
         padded = torch.rand(b, device=dev) < self.cfg.prob
         lead, trail = (torch.randint(0, self.max_samples + 1, (2, b), device=dev) * padded).unbind(0)
         new_lengths = lengths + lead + trail
-        pos = torch.arange(int(new_lengths.max()), device=dev).unsqueeze(0) - lead.unsqueeze(1)  # (B, N')
+        t = torch.arange(int(new_lengths.max()), device=dev).unsqueeze(0)  # (1, N') output sample
+        pos = t - lead.unsqueeze(1)  # (B, N') input sample it holds, where it holds one
         inside = (pos >= 0) & (pos < lengths.unsqueeze(1))
         speech = waves.gather(1, pos.clamp(0, n - 1))
         low, high = self.cfg.noise_db
         level = 10.0 ** ((low + (high - low) * torch.rand(b, 1, device=dev)) / 20.0)
         noise = torch.randn_like(speech) * level.to(waves.dtype)
         out = torch.where(inside, speech, noise)
-        out = out.masked_fill(pos + lead.unsqueeze(1) >= new_lengths.unsqueeze(1), 0.0)
+        out = out.masked_fill(t >= new_lengths.unsqueeze(1), 0.0)
         return out, new_lengths
