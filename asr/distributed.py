@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from asr.errors import AsrError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -29,12 +31,20 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this rank's GPU when CUDA is available, else CPU; other names as given."""
+    """'auto' -> this rank's GPU when CUDA is available, else CPU; other names as given.
+
+    A rank with no GPU of its own (more processes per node than GPUs) is an error that says so,
+    rather than CUDA's "invalid device ordinal" from deep inside the first transfer."""
     if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        device = torch.device(name)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", local_rank)
+    if device.type == "cuda" and torch.cuda.is_available() and device.index >= torch.cuda.device_count():
+        raise AsrError(f"device {name!r}: this process (local rank {local_rank}) would use cuda:{device.index}, "
+                       f"but only {torch.cuda.device_count()} CUDA device(s) are visible; start at most that "
+                       "many processes per node (torchrun --nproc-per-node) or set train.device=cpu")
     return device
 
 

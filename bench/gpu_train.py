@@ -77,10 +77,10 @@ def make_update(model, optimizer, scaler, amp_dtype, device, forward):
 def summary(name: str, times: list[float], audio_s: float, device) -> dict:
     import torch
 
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    peak = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
     return {"part": name, "steps": len(times), "step_median_s": statistics.median(times),
             "step_mean_s": statistics.fmean(times), "audio_s_per_s": audio_s / sum(times),
-            "peak_gpu_mb": round(peak, 1)}
+            "peak_gpu_mb": peak}
 
 
 def main() -> int:
@@ -93,7 +93,17 @@ def main() -> int:
         return 0
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    results = []
+    results: list[dict] = []
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if not args.json:  # rows print as each part ends, so a cut-short run still shows the finished ones
+        print(f"device: {name}, autocast {args.amp}")
+        print(f"{'part':40s} {'steps':>6s} {'median s':>9s} {'audio s/s':>10s} {'peak GPU MB':>12s}", flush=True)
+
+    def report(row: dict) -> None:
+        results.append(row)
+        if not args.json:
+            print(f"{row['part']:40s} {row['steps']:6d} {row['step_median_s']:9.4f} {row['audio_s_per_s']:10.1f} "
+                  f"{row['peak_gpu_mb'] if row['peak_gpu_mb'] is not None else '-':>12}", flush=True)
 
     # Part 1: the standard workload, features in.
     W = import_workload(args.peers_dir)
@@ -106,7 +116,7 @@ def main() -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = timed_steps(lambda i: update(batch), args.warmup, args.steps, sync)
-    results.append(summary("standard workload", times, float(batch[1].sum()) * FRAME_SHIFT_S * len(times), device))
+    report(summary("standard workload", times, float(batch[1].sum()) * FRAME_SHIFT_S * len(times), device))
 
     # Part 2: real shards through the loader, front-end on the GPU.
     if args.shards:
@@ -133,17 +143,10 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times = timed_steps(real_step, args.warmup, args.steps, sync)
-        results.append(summary(f"shards ({Path(args.config).parent.parent.name} config)", times, audio[0], device))
+        report(summary(f"shards ({Path(args.config).parent.parent.name} config)", times, audio[0], device))
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.json:
         print(json.dumps({"device": name, "amp": args.amp, "results": results}))
-        return 0
-    print(f"device: {name}, autocast {args.amp}")
-    print(f"{'part':40s} {'steps':>6s} {'median s':>9s} {'audio s/s':>10s} {'peak GPU MB':>12s}")
-    for r in results:
-        print(f"{r['part']:40s} {r['steps']:6d} {r['step_median_s']:9.4f} {r['audio_s_per_s']:10.1f} "
-              f"{r['peak_gpu_mb']:12.1f}")
     return 0
 
 

@@ -17,22 +17,22 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV, REPO.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    path = shared_data_dir()
-    if not (path / "fsdd").is_dir() or not (path / "speechocean762").is_dir():
-        pytest.skip(f"real speech data not found at {path} (set {DATA_ENV} to the folder holding fsdd/ and speechocean762/)")
+def corpus_dir(name: str) -> Path:
+    """One real speech corpus, or a skip naming where it was looked for: each test needs only its own."""
+    path = shared_data_dir() / name
+    if not path.is_dir():
+        pytest.skip(f"real speech data not found: no {path} (set {DATA_ENV} to the folder holding {name}/)")
     return path
 
 
 @pytest.fixture(scope="session")
-def fsdd_dir(data_dir: Path) -> Path:
-    return data_dir / "fsdd"
+def fsdd_dir() -> Path:
+    return corpus_dir("fsdd")
 
 
 @pytest.fixture(scope="session")
-def so762_dir(data_dir: Path) -> Path:
-    return data_dir / "speechocean762"
+def so762_dir() -> Path:
+    return corpus_dir("speechocean762")
 
 
 @pytest.fixture

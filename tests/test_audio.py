@@ -137,16 +137,16 @@ def test_bytes_errors_use_the_given_name():
         load_audio(b"")
 
 
-def test_real_speech_files(data_dir):
-    for corpus in ("speechocean762", "fsdd"):
-        folder = data_dir / corpus
-        manifest = next(p for p in sorted(folder.glob("*.jsonl")))
-        for line in manifest.read_text().splitlines()[:3]:
-            utt = json.loads(line)
-            wave = load_audio(folder / utt["audio"])
-            assert wave.dtype == torch.float32 and wave.dim() == 1
-            assert abs(len(wave) / 16000 - utt["duration"]) < 0.02
-            assert 0 < wave.abs().max() <= 1.0
+@pytest.mark.parametrize("corpus", ["so762_dir", "fsdd_dir"])
+def test_real_speech_files(corpus, request):
+    folder = request.getfixturevalue(corpus)
+    manifest = next(p for p in sorted(folder.glob("*.jsonl")))
+    for line in manifest.read_text().splitlines()[:3]:
+        utt = json.loads(line)
+        wave = load_audio(folder / utt["audio"])
+        assert wave.dtype == torch.float32 and wave.dim() == 1
+        assert abs(len(wave) / 16000 - utt["duration"]) < 0.02
+        assert 0 < wave.abs().max() <= 1.0
 
 
 def test_numpy_memory_stays_near_the_mono_output(tmp_path):

@@ -17,6 +17,8 @@ import yaml
 from asr.checkpoint import load_checkpoint
 from asr.config import from_dict
 from asr.data.manifest import read_manifest, write_manifest
+from asr.distributed import resolve_device
+from asr.errors import AsrError
 from asr.recognizer import load_model
 from asr.train import ExperimentConfig, _find_checkpoint, fit
 
@@ -157,7 +159,7 @@ def test_ddp_two_cpu_processes_stay_in_step_and_split_the_data(eight_utterances,
     config = tmp_path / "ddp.yaml"
     cfg = tiny_config(eight_utterances, tmp_path / "ddp", data={"dev": None, "train": str(eight_utterances),
                       "loader": {"batch_seconds": 6.0, "num_workers": 0, "shuffle_buffer": 4, "bucket_buffer": 4}},
-                      train={"max_steps": 0, "epochs": 2, "log_every": 1})
+                      train={"max_steps": 0, "epochs": 2, "log_every": 1, "device": "cpu"})
     config.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -172,6 +174,18 @@ def test_ddp_two_cpu_processes_stay_in_step_and_split_the_data(eight_utterances,
         seen = [set(r["ids"][epoch]) for r in ranks]
         assert not seen[0] & seen[1]
         assert sorted(seen[0] | seen[1]) == all_ids
+
+
+def test_a_rank_without_a_gpu_of_its_own_is_a_clear_error(monkeypatch):
+    """Two processes on a one-GPU node: rank 1 must say so, not fail later with an invalid ordinal."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto", 0) == torch.device("cuda", 0)
+    assert resolve_device("cuda", 0) == torch.device("cuda", 0)
+    assert resolve_device("cpu", 1) == torch.device("cpu")
+    for name in ("auto", "cuda", "cuda:1"):
+        with pytest.raises(AsrError, match=r"local rank 1\).* only 1 CUDA device"):
+            resolve_device(name, 1)
 
 
 class _PoisonedLoss(torch.nn.Module):
