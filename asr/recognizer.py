@@ -180,11 +180,17 @@ def pad_short(waves: Tensor, wave_lengths: Tensor, min_samples: int) -> tuple[Te
     return waves, wave_lengths.clamp(min=min_samples)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
+DECODING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> Recognizer:
     """Rebuild a recognizer from a checkpoint file alone (config, vocabulary, CMVN, weights).
 
-    `device` may be "auto": the GPU when there is one, else the CPU.
+    `device` may be "auto": the GPU when there is one, else the CPU. `dtype` "bfloat16" decodes
+    with the listener, speller and CTC head in bfloat16 (see LAS.set_decoding_dtype).
     """
+    if dtype not in DECODING_DTYPES:
+        raise AsrError(f"dtype {dtype!r}: choose one of {', '.join(DECODING_DTYPES)}")
     ckpt = load_checkpoint(path)
     config = ckpt.get("config")
     if not isinstance(config, dict) or "frontend" not in config or "model" not in config or "vocab" not in ckpt:
@@ -194,6 +200,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
     model = build_model(from_dict(FrontendConfig, config["frontend"]), from_dict(LASConfig, config["model"]), tokenizer)
     model.load_state_dict(ckpt["model"])
     model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    model.set_decoding_dtype(DECODING_DTYPES[dtype])
     return Recognizer(model=model, tokenizer=tokenizer, config=config)
 
 

@@ -3,7 +3,7 @@
 
 Usage (from the repository root):
 
-    python bench/decode.py [--threads 1,2] [--repeats 1] [--with-peers] [--json] [--peers-dir DIR]
+    python bench/decode.py [--threads 1,2] [--dtypes float32,bfloat16] [--repeats 1] [--with-peers] [--json]
 
 Workload and model as bench/train_step.py: the peers' standard batch (workload.py in --peers-dir,
 default ../shared/bench/peers beside the repository) and our LAS at the peers' size (3 x BiLSTM 320
@@ -16,6 +16,9 @@ decoder steps. Every figure includes the encoder, like the peers'.
 * beam 10: utterances 0..3 of the workload, one at a time (per utterance) and as one batch,
   with attention only and with CTC prefix scores (ctc_weight 0.3, the model then has a CTC head,
   ESPnet's es-ctc run uses --mtlalpha 0.3).
+
+--dtypes adds rows with our encoder and decoder in bfloat16 (`asr evaluate --dtype bfloat16`; the
+features and scores stay float32); ESPnet's figures are always float32.
 
 Real-time factor = decode seconds / audio seconds, audio = input frames x 10 ms. With --with-peers
 (and the peers' ESPnet venv present, see the peers' README) the peers' espnet_las.py runs after our
@@ -59,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=1, help="timed runs of each figure (median), after a warm-up")
     ap.add_argument("--beam", type=int, default=10, help="beam size")
     ap.add_argument("--ctc-weights", default="0,0.3", help="comma-separated CTC weights of the beam rows")
+    ap.add_argument("--dtypes", default="float32",
+                    help="comma-separated decoding precisions of our model: float32, bfloat16 (asr --dtype)")
     ap.add_argument("--skip-per-utterance", action="store_true", help="only the batched figures")
     ap.add_argument("--with-peers", action="store_true", help="also run the peers' ESPnet benchmark")
     ap.add_argument("--peers-venv", default=os.environ.get("PEERS_VENV_DIR", DEFAULT_VENVS),
@@ -77,12 +82,13 @@ def log(msg: str) -> None:
 class Bench:
     """Times encoder + search of workload utterances on one model."""
 
-    def __init__(self, W, ctc_weight: float) -> None:
+    def __init__(self, W, ctc_weight: float, dtype: str = "float32") -> None:
         import torch
 
         torch.manual_seed(W.SEED)
         self.model = standard_las(W, ctc_weight=ctc_weight).eval()
         suppress_eos(self.model, W)
+        self.model.set_decoding_dtype(getattr(torch, dtype))  # the same weights, rounded for bfloat16
         self.W = W
         _, (self.feats, self.ilens, _, _) = workload_batch(W, "cpu")
 
@@ -127,20 +133,21 @@ def our_figures(W, args: argparse.Namespace) -> list[dict]:
     modes = [True] if args.skip_per_utterance else [False, True]
     beam_utts = list(range(W.N_BEAM_UTTS))
     rows = []
-    benches = {w: Bench(W, w) for w in sorted({0.0, *ctc_weights})}
-    for n_threads in threads:
+    dtypes = args.dtypes.split(",")
+    benches = {(w, d): Bench(W, w, d) for w in sorted({0.0, *ctc_weights}) for d in dtypes}
+    for n_threads, dtype in [(n, d) for n in threads for d in dtypes]:
         torch.set_num_threads(n_threads)
         plan = [("greedy", 0.0, list(range(W.BATCH)), DecodeOptions(beam_size=1, max_len=W.MAX_DECODE_STEPS))]
         plan += [(f"beam{args.beam}", w, beam_utts,
                   DecodeOptions(beam_size=args.beam, ctc_weight=w, max_len=W.MAX_DECODE_STEPS)) for w in ctc_weights]
         for search, ctc_weight, utts, opts in plan:
-            bench = benches[ctc_weight]
+            bench = benches[ctc_weight, dtype]
             bench.run(utts[:1], True, DecodeOptions(beam_size=opts.beam_size, ctc_weight=ctc_weight, max_len=5))
             for batched in modes:
                 fig = bench.timed(utts, batched, opts, args.repeats)
-                row = {"threads": n_threads, "search": search, "ctc_weight": ctc_weight,
+                row = {"threads": n_threads, "dtype": dtype, "search": search, "ctc_weight": ctc_weight,
                        "mode": "batched" if batched else "per-utterance", "utterances": len(utts), **fig}
-                log(f"{n_threads} threads {search} ctc {ctc_weight} {row['mode']}: {fig['seconds']:.3f} s "
+                log(f"{n_threads} threads {dtype} {search} ctc {ctc_weight} {row['mode']}: {fig['seconds']:.3f} s "
                     f"(RTF {fig['rtf']:.4f}) load {os.getloadavg()[0]:.2f}")
                 rows.append(row)
     return rows
@@ -182,7 +189,8 @@ def peer_rows(W, peers: dict[float, dict]) -> list[dict]:
         for key, search, mode, n_utts, audio in figures:
             if key in res:
                 seconds = res[key]["median_s"]
-                rows.append({"toolkit": "espnet", "threads": n_threads, "search": search, "ctc_weight": mtlalpha,
+                rows.append({"toolkit": "espnet", "threads": n_threads, "dtype": "float32", "search": search,
+                             "ctc_weight": mtlalpha,
                              "mode": mode, "utterances": n_utts, "seconds": seconds, "audio_s": round(audio, 2),
                              "rtf": round(seconds / audio, 5), "decode_cpu_util": res.get("decode_cpu_util"),
                              "loadavg_start_end": res.get("loadavg_start_end")})
@@ -199,7 +207,7 @@ def ratios(ours: list[dict], theirs: list[dict]) -> list[dict]:
             if (row["search"], row["mode"], row["threads"], row["ctc_weight"]) == \
                     ("beam10", "batched", es["threads"], es["ctc_weight"]):
                 out.append({"ctc_weight": es["ctc_weight"], "threads": es["threads"], "espnet_mode": es["mode"],
-                            "espnet_s": es["seconds"], "ours_batched_s": row["seconds"],
+                            "ours_dtype": row["dtype"], "espnet_s": es["seconds"], "ours_batched_s": row["seconds"],
                             "speedup": round(es["seconds"] / row["seconds"], 2)})
     return out
 
@@ -208,14 +216,16 @@ def print_table(res: dict) -> None:
     """Human-readable table of `res`."""
     print(f"decode speed, workload {res['workload']['sum_ilens']} frames in 16 utterances, "
           f"max {res['max_decode_steps']} steps, EOS suppressed; seconds include the encoder")
-    print(f"{'toolkit':8} {'threads':>7} {'search':7} {'ctc':>4} {'mode':14} {'utts':>4} {'seconds':>9} "
+    print(f"{'toolkit':8} {'threads':>7} {'dtype':8} {'search':7} {'ctc':>4} {'mode':14} {'utts':>4} {'seconds':>9} "
           f"{'audio s':>8} {'RTF':>8}")
     for row in res["rows"]:
-        print(f"{row.get('toolkit', 'asr'):8} {row['threads']!s:>7} {row['search']:7} {row['ctc_weight']:>4} "
+        print(f"{row.get('toolkit', 'asr'):8} {row['threads']!s:>7} {row['dtype']:8} {row['search']:7} "
+              f"{row['ctc_weight']:>4} "
               f"{row['mode']:14} {row['utterances']:>4} {row['seconds']:>9.3f} {row['audio_s']:>8.2f} "
               f"{row['rtf']:>8.4f}")
     for r in res["ratios"]:
-        print(f"ESPnet {r['espnet_mode']} beam10 / our batched beam10 (ctc {r['ctc_weight']}, {r['threads']} threads): "
+        print(f"ESPnet {r['espnet_mode']} beam10 (float32) / our batched beam10 ({r['ours_dtype']}, "
+              f"ctc {r['ctc_weight']}, {r['threads']} threads): "
               f"{r['espnet_s']:.2f} s / {r['ours_batched_s']:.3f} s = {r['speedup']}x")
     print(f"load average at start/end: {res['loadavg_start_end']}  (2 cores; > 2 means contended figures)")
 

@@ -20,6 +20,7 @@ from asr.data.manifest import read_manifest, write_manifest
 from asr.distributed import resolve_device
 from asr.errors import AsrError
 from asr.recognizer import load_model
+from asr.search import DecodeOptions
 from asr.train import ExperimentConfig, _find_checkpoint, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +81,11 @@ def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path):
     recognizer = load_model(tmp_path / "run" / "last.pt")
     utts = read_manifest(eight_utterances)
     assert recognizer.transcribe([u.audio for u in utts[:3]]) == [u.text for u in utts[:3]]
+    # Encoder and decoder in bfloat16 read them the same (beam search with CTC prefix scores too).
+    half = load_model(tmp_path / "run" / "last.pt", dtype="bfloat16")
+    assert half.transcribe([u.audio for u in utts]) == [u.text for u in utts]
+    options = DecodeOptions(beam_size=4, ctc_weight=0.3)
+    assert half.transcribe([u.audio for u in utts], options=options) == [u.text for u in utts]
 
 
 def _train_cmd(config: Path, *extra: str) -> list[str]:

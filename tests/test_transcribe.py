@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ import asr.transcribe as transcribe_module
 from tiny_models import tiny_model
 from asr.audio import load_audio
 from asr.cli import main
-from asr.search import SearchError
+from asr.errors import AsrError
+from asr.search import DecodeOptions, SearchError
 from asr.segment import SegmenterConfig
 from asr.transcribe import (TimedText, Transcript, TranscribeOptions, TranscriptionError, format_srt,
                             format_transcript, format_vtt, timestamp, transcribe_files)
@@ -172,6 +174,37 @@ def test_segmenter_options_reach_the_segmenter(model_file, files, capsys, one_th
     assert len(segments("--min-silence", "100")) < 15  # no pause is long enough: only max-segment cuts
     assert main(["transcribe", str(model_file), str(files["long"]), "--pad", "-1"]) == 1
     assert "durations must be >= 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- precision
+
+def test_bfloat16_decoding_casts_the_encoder_and_decoder_but_not_features_or_scores(model_file, files, capsys,
+                                                                                     one_thread):
+    full, half = asr.load_model(model_file), asr.load_model(model_file, dtype="bfloat16")
+    m = half.model
+    assert {p.dtype for part in (m.listener, m.speller, m.ctc) for p in part.parameters()} == {torch.bfloat16}
+    assert {b.dtype for b in [*m.frontend.parameters(), *m.frontend.buffers()] if b.is_floating_point()} == {
+        torch.float32}
+    wave = load_audio(files["short"]).unsqueeze(0)
+    lengths = torch.tensor([wave.shape[1]])
+    with torch.no_grad():
+        (enc32, n32), (enc16, n16) = full._encode(wave, lengths), half._encode(wave, lengths)
+        assert enc16.dtype == torch.bfloat16 and torch.equal(n16, n32)
+        assert (enc16.float() - enc32).abs().max() < 0.01  # bf16 keeps 8 bits: ~1e-3 here
+        # The speller fed the same tokens gives float32 log-probs close to float32's.
+        tokens = torch.tensor([m.go_id] + full.tokenizer.encode("abc def"))
+        state32, state16 = full.model.speller.init_state(enc32, n32), m.speller.init_state(enc16, n16)
+        for tok in tokens:
+            lp32, state32 = full.model.speller.step(state32, tok.view(1))
+            lp16, state16 = m.speller.step(state16, tok.view(1))
+            assert lp16.dtype == torch.float32 and state16.weights.dtype == torch.float32
+            assert (lp16 - lp32).abs().max() < 0.1
+    best = half.decode(wave, lengths, DecodeOptions(beam_size=4, ctc_weight=0.3))[0][0]
+    assert isinstance(best.score, float) and math.isfinite(best.score)
+    assert main(["transcribe", str(model_file), str(files["short"]), "--dtype", "bfloat16", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip() == half.transcribe(files["short"])[0].strip()
+    with pytest.raises(AsrError, match="float16"):
+        asr.load_model(model_file, dtype="float16")
 
 
 # ---------------------------------------------------------------- the long-audio tool

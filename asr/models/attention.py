@@ -85,6 +85,13 @@ def score_tanh(score: nn.Linear, doubled: Tensor, *, inplace: bool = False) -> T
     return 2.0 * score(s).squeeze(-1) - score.weight.sum()
 
 
+def weight_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Attention weights are at least float32, also for bfloat16 energies: a softmax over hundreds
+    of frames in bfloat16 (8-bit mantissa) would round most weights, and the next step's location
+    features are computed from them."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def uniform_weights(mask: Tensor) -> Tensor:
     """Attention weights spread evenly over the valid frames: (B, T) bool -> (B, T) float."""
     m = mask.float()
@@ -121,10 +128,10 @@ class Attention(nn.Module):
         if self.cfg.sharpening != 1.0:
             e = e * self.cfg.sharpening
         if self.cfg.smoothing:
-            s = torch.sigmoid(e).masked_fill(~mask, 0.0)
+            s = torch.sigmoid(e.to(weight_dtype(e.dtype))).masked_fill(~mask, 0.0)
             weights = s / s.sum(dim=1, keepdim=True)
         else:
-            weights = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=1)
+            weights = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=1, dtype=weight_dtype(e.dtype))
         context = torch.bmm(weights.view(m, g, t).to(enc.dtype), enc).view(n, -1)  # (N, D)
         return context, weights
 

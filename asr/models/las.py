@@ -71,7 +71,21 @@ class LAS(nn.Module):
 
     def encode_features(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Listener over features (B, T, F) -> encodings (B, T', D), lengths (B,)."""
-        return self.listener(feats, lengths)
+        return self.listener(feats.to(self.decoding_dtype), lengths)
+
+    @property
+    def decoding_dtype(self) -> torch.dtype:
+        """Floating type of the listener, speller and CTC head (float32 unless `set_decoding_dtype`)."""
+        return next(self.listener.parameters()).dtype
+
+    def set_decoding_dtype(self, dtype: torch.dtype) -> LAS:
+        """Listener, speller and CTC head in `dtype` for decoding (bfloat16: about 4x faster matrix
+        products on CPUs with bf16 instructions and on GPUs). The front-end stays float32 (log-mel
+        features need its precision) and scores stay float32 (log-softmax, CTC, search)."""
+        for part in (self.listener, self.speller, self.ctc):
+            if part is not None:
+                part.to(dtype)
+        return self
 
     def encode(self, waves: Tensor, wave_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Front-end (when present) then listener: (B, N) waves -> (B, T', D), (B,) lengths."""
