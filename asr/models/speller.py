@@ -138,7 +138,8 @@ class Speller(nn.Module):
         zeros = enc.new_zeros(b, self.cfg.hidden)
         return DecoderState(
             h=(zeros,) * self.cfg.layers, c=(zeros,) * self.cfg.layers, context=enc.new_zeros(b, self.enc_dim),
-            weights=uniform_weights(mask).to(weight_dtype(enc.dtype)), enc=enc, keys=self.attention.preprocess(enc), mask=mask)
+            weights=uniform_weights(mask).to(weight_dtype(enc.dtype)), enc=enc,
+            keys=self.attention.preprocess(enc), mask=mask)
 
     def token_gates(self) -> Tensor:
         """(V, 4H): the first LSTM cell's input gates from each token's embedding, biases included.
