@@ -88,7 +88,9 @@ class Bench:
         torch.manual_seed(W.SEED)
         self.model = standard_las(W, ctc_weight=ctc_weight).eval()
         suppress_eos(self.model, W)
-        self.model.set_decoding_dtype(getattr(torch, dtype))  # the same weights, rounded for bfloat16
+        from asr.recognizer import DECODING_DTYPES
+
+        self.model.set_decoding_dtype(DECODING_DTYPES[dtype])  # the same weights, rounded for bfloat16
         self.W = W
         _, (self.feats, self.ilens, _, _) = workload_batch(W, "cpu")
 
