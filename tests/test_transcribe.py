@@ -19,7 +19,9 @@ import asr.transcribe as transcribe_module
 from tiny_models import tiny_model
 from asr.audio import load_audio
 from asr.cli import main
+import asr.models.attention as attention_module
 from asr.errors import AsrError
+from asr.models.listener import Listener
 from asr.search import DecodeOptions, SearchError
 from asr.segment import SegmenterConfig
 from asr.transcribe import (TimedText, Transcript, TranscribeOptions, TranscriptionError, format_srt,
@@ -178,10 +180,15 @@ def test_segmenter_options_reach_the_segmenter(model_file, files, capsys, one_th
 
 # ---------------------------------------------------------------- precision
 
-def test_bfloat16_decoding_casts_the_encoder_and_decoder_but_not_features_or_scores(model_file, files, capsys,
-                                                                                     one_thread):
+@pytest.mark.parametrize("paths", ["cpu", "generic"])
+def test_bfloat16_decoding_casts_the_encoder_and_decoder_but_not_features_or_scores(paths, model_file, files, capsys,
+                                                                                     monkeypatch, one_thread):
+    if paths == "generic":  # the code GPUs run: packed listener, attention without the CPU-only fast paths
+        monkeypatch.setattr(attention_module, "cpu_inference", lambda x: False)
+        monkeypatch.setattr(Listener, "impl_for", lambda self, device: "packed")
     full, half = asr.load_model(model_file), asr.load_model(model_file, dtype="bfloat16")
     m = half.model
+    assert m.listener.impl_for(torch.device("cpu")) == ("packed" if paths == "generic" else "reverse")
     assert {p.dtype for part in (m.listener, m.speller, m.ctc) for p in part.parameters()} == {torch.bfloat16}
     assert {b.dtype for b in [*m.frontend.parameters(), *m.frontend.buffers()] if b.is_floating_point()} == {
         torch.float32}
