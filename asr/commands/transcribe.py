@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from asr.commands._decoding import add_model_arguments, add_search_arguments, load_recognizer
 
 if TYPE_CHECKING:
-    from asr.segment import SegmenterConfig
+    from asr.segment_config import SegmenterConfig
 
 HELP = "transcribe audio files of any length, rate and channel count (text, json, srt or vtt)"
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the energy segmenter that cuts long files (defaults: SegmenterConfig's)."""
-    from asr.segment import SegmenterConfig
+    from asr.segment_config import SegmenterConfig
 
     default = SegmenterConfig()
     seg = parser.add_argument_group("segmentation of long files")
@@ -49,7 +49,7 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
 
 def segmenter_config(args: argparse.Namespace) -> SegmenterConfig:
     """The SegmenterConfig of parsed `add_segmenter_arguments` options (ValueError when they do not fit)."""
-    from asr.segment import SegmenterConfig
+    from asr.segment_config import SegmenterConfig
 
     return SegmenterConfig(max_segment_s=args.max_segment, min_silence_s=args.min_silence, pad_s=args.pad,
                            start_db=args.vad_threshold, stop_db=min(SegmenterConfig.stop_db, args.vad_threshold))
