@@ -41,9 +41,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         device = torch.device(name)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local_rank)
-    if device.type == "cuda" and torch.cuda.is_available() and device.index >= torch.cuda.device_count():
+    visible = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else None
+    if visible is not None and device.index >= visible:
         raise AsrError(f"device {name!r}: this process (local rank {local_rank}) would use cuda:{device.index}, "
-                       f"but only {torch.cuda.device_count()} CUDA device(s) are visible; start at most that "
+                       f"but only {visible} CUDA device(s) are visible; start at most that "
                        "many processes per node (torchrun --nproc-per-node) or set train.device=cpu")
     return device
 

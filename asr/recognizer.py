@@ -94,7 +94,14 @@ class Recognizer:
         return cls(build_model(frontend, model, tokenizer).eval(), tokenizer, config)
 
     def save(self, path: str | Path) -> None:
-        """Write a model file that `load_model` reads back (config, vocabulary, weights incl. CMVN)."""
+        """Write a model file that `load_model` reads back (config, vocabulary, weights incl. CMVN).
+
+        Refused for a recognizer loaded with a lower decoding precision: its weights are rounded, and
+        a model file holds the full-precision weights it was trained to."""
+        rounded = sorted({str(p.dtype).removeprefix("torch.") for p in self.model.parameters()} - {"float32"})
+        if rounded:
+            raise AsrError(f"{path}: not saved: this recognizer decodes in {', '.join(rounded)} and its weights are "
+                           "rounded; save the one loaded with dtype='float32'")
         save_checkpoint({"config": self.config, "vocab": self.tokenizer.symbols, "model": self.model.state_dict()},
                         path)
 

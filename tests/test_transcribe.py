@@ -214,6 +214,17 @@ def test_bfloat16_decoding_casts_the_encoder_and_decoder_but_not_features_or_sco
         asr.load_model(model_file, dtype="float16")
 
 
+def test_a_recognizer_loaded_in_bfloat16_is_not_saved(model_file, tmp_path):
+    """Its weights are rounded: saving them would silently lose the trained precision."""
+    half = asr.load_model(model_file, dtype="bfloat16")
+    with pytest.raises(AsrError, match=r"half\.pt: not saved: this recognizer decodes in bfloat16"):
+        half.save(tmp_path / "half.pt")
+    assert not (tmp_path / "half.pt").exists()
+    asr.load_model(model_file).save(tmp_path / "full.pt")
+    again = asr.load_model(tmp_path / "full.pt")
+    assert {p.dtype for p in again.model.parameters()} == {torch.float32}
+
+
 # ---------------------------------------------------------------- the long-audio tool
 
 def test_long_audio_check_tool_runs(model_file, so762_dir, capsys, one_thread):
