@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, not a torch file, foreign pickle...
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_reason(err)})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "format" not in ckpt:
         raise CheckpointError(f"{path}: not an asr checkpoint (no 'format'/'model' entries)")
     if ckpt["format"] > FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {ckpt['format']} is newer than this asr ({FORMAT})")
     return ckpt
+
+
+def _reason(err: Exception) -> str:
+    """One line saying why torch.load failed: its weights-only refusals run to a dozen lines of
+    advice, of which the line after "WeightsUnpickler error:" is the reason."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].strip().splitlines()[0].split(". ")[0]
+        return f"not a plain-data torch file; weights-only loading refused it: {detail}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first.split('. ')[0]}"[:300]
 
 
 def load_first_good(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
@@ -122,3 +137,4 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
     model = {"config": first.get("config", {}), "vocab": first.get("vocab", []),
              "model": average_state_dicts(paths), "averaged_from": [str(p) for p in paths]}
     save_checkpoint(model, out)
+
