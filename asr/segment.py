@@ -254,12 +254,24 @@ def segment_file(path: str | os.PathLike, cfg: SegmenterConfig = SegmenterConfig
     yield from detector.finish()
 
 
+def wave_energies(wave: np.ndarray | torch.Tensor, sample_rate: int, cfg: SegmenterConfig) -> np.ndarray:
+    """dB energies (F,) of the frames of a mono waveform (N,) held in memory."""
+    x = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    framer = FrameEnergies(frame_samples(sample_rate, cfg))
+    return np.concatenate([framer.push(x.astype(np.float32, copy=False)), framer.finish()])
+
+
+def is_silent(wave: np.ndarray | torch.Tensor, sample_rate: int, cfg: SegmenterConfig = SegmenterConfig()) -> bool:
+    """True when no frame of a mono waveform (N,) reaches min_floor_db + start_db (dBFS): nothing in
+    it could start speech over the quietest floor the segmenter allows (digital silence, a faint hiss)."""
+    e = wave_energies(wave, sample_rate, cfg)
+    return e.size == 0 or float(e.max()) < cfg.min_floor_db + cfg.start_db
+
+
 def segment_wave(wave: np.ndarray | torch.Tensor, sample_rate: int, cfg: SegmenterConfig = SegmenterConfig()
                  ) -> list[Segment]:
     """Speech segments of a mono waveform (N,) held in memory (same detector as `segment_file`)."""
-    x = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    e = wave_energies(wave, sample_rate, cfg)
     frame = frame_samples(sample_rate, cfg)
-    framer = FrameEnergies(frame)
-    e = np.concatenate([framer.push(x.astype(np.float32, copy=False)), framer.finish()])
-    detector = SpeechDetector(cfg, noise_floor([e], cfg), frame / sample_rate, x.shape[0] / sample_rate)
+    detector = SpeechDetector(cfg, noise_floor([e], cfg), frame / sample_rate, wave.shape[0] / sample_rate)
     return detector.push(e) + detector.finish()

@@ -1,7 +1,8 @@
 """Audio files of any length -> transcripts with timed segments, and their output formats.
 
     files, in order
-      -> short file (<= whole_file_s): one piece, the whole file
+      -> short file (<= whole_file_s): one piece, the whole file (none when it is silent:
+         no frame loud enough for the segmenter to start speech)
          long file: segments from the energy segmenter (asr.segment, streamed over the
          file), each read on its own with asr.audio (seek + resample): one piece each
       -> pieces of consecutive files share batches of at most batch_seconds of padded audio
@@ -26,7 +27,7 @@ import torch
 from asr.audio import audio_info, load_audio
 from asr.errors import AsrError
 from asr.search import DecodeOptions
-from asr.segment import Segment, SegmenterConfig, segment_file
+from asr.segment import Segment, SegmenterConfig, is_silent, segment_file
 
 if TYPE_CHECKING:
     from asr.recognizer import Recognizer
@@ -160,7 +161,9 @@ def _pieces(index: int, path: str, rate: int, options: TranscribeOptions, result
     info = audio_info(path)
     result.duration = round(info.duration, 6)
     if info.duration <= options.whole_limit:
-        yield _Piece(index, 0.0, result.duration, load_audio(path, rate))
+        wave = load_audio(path, rate)
+        if not is_silent(wave, rate, options.segmenter):  # as the segmenter finds no speech in long ones
+            yield _Piece(index, 0.0, result.duration, wave)
         return
     segment: Segment
     for segment in segment_file(path, options.segmenter):

@@ -96,6 +96,31 @@ def test_bad_file_is_reported_and_the_others_are_transcribed(model_file, files, 
     assert "1 of 3 file(s) failed" in err
 
 
+def test_silent_short_files_get_no_transcript_and_quiet_speech_still_does(recognizer, tmp_path, one_thread):
+    """Short files are decoded whole, without the segmenter; one with no frame loud enough to start
+    speech (digital silence, a faint hiss) gets no segment, as a long one would, not whatever the
+    model makes of it."""
+    rng = np.random.default_rng(3)
+    sound = {"silence": np.zeros(3 * SR, np.float32), "hiss": 1e-4 * rng.standard_normal(3 * SR),
+             "quiet_speech": speech_like(rng, 1.5) * 0.05}  # peaks near -45 dBFS: quiet, but speech
+    for name, wave in sound.items():
+        sf.write(tmp_path / f"{name}.wav", wave.astype(np.float32), SR, subtype="FLOAT")
+    got = {t.path.rsplit("/", 1)[-1]: t for t in transcribe_files(recognizer, sorted(tmp_path.glob("*.wav")))}
+    assert got["silence.wav"].segments == [] and got["silence.wav"].text == ""
+    assert got["hiss.wav"].segments == [] and got["hiss.wav"].error is None
+    assert [(s.start, s.end) for s in got["quiet_speech.wav"].segments] == [(0.0, 1.5)]
+
+
+def test_is_silent_draws_the_line_at_the_level_speech_can_start():
+    from asr.segment import is_silent
+
+    cfg = SegmenterConfig()  # speech may start at min_floor_db + start_db = -63 dBFS
+    tone = np.sin(2 * np.pi * 440 * np.arange(SR) / SR)  # power 1/2: -3 dB
+    for level_db, silent in [(-60.0, False), (-66.0, True)]:
+        assert is_silent(tone * 10 ** ((level_db + 3.0) / 20), SR, cfg) is silent
+    assert is_silent(np.zeros(10), SR, cfg)  # not even half a frame
+
+
 def test_stereo_44k_gives_the_transcript_of_its_16k_mono_mixdown(recognizer, files, tmp_path, one_thread):
     mono16 = load_audio(files["stereo"], SR)
     sf.write(tmp_path / "mono16.wav", mono16.numpy(), SR, subtype="FLOAT")
