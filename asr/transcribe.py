@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -99,15 +99,25 @@ class _Piece:
 
 def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike],
                      options: TranscribeOptions = TranscribeOptions(),
-                     decode: DecodeOptions = DecodeOptions(), lm: torch.nn.Module | None = None
-                     ) -> Iterator[Transcript]:
-    """One Transcript per path, in input order, as soon as it and the ones before it are done."""
+                     decode: DecodeOptions = DecodeOptions(), lm: torch.nn.Module | None = None,
+                     on_progress: Callable[[float], None] | None = None) -> Iterator[Transcript]:
+    """One Transcript per path, in input order, as soon as it and the ones before it are done.
+
+    `on_progress(seconds)` is called with the seconds of audio newly covered each time a batch is
+    decoded or a file is done (a file's calls add up to its duration; a failed file's to what was read).
+    """
     paths = [os.fspath(p) for p in paths]
     results = [Transcript(p) for p in paths]
     pending = [0] * len(paths)  # pieces not yet decoded, per file
     read_done = [False] * len(paths)  # all pieces of the file were read (or it failed)
+    covered = [0.0] * len(paths)  # seconds of each file up to the end of its last decoded piece
     next_out = 0
     batch: list[_Piece] = []
+
+    def advance(index: int, upto: float) -> None:
+        if on_progress is not None and upto > covered[index]:
+            on_progress(upto - covered[index])
+        covered[index] = max(covered[index], upto)
 
     def flush() -> None:
         if not batch:
@@ -119,6 +129,7 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike],
             pending[piece.index] -= 1
             if results[piece.index].error is None:
                 results[piece.index].segments.append(TimedText(piece.start, piece.end, text))
+            advance(piece.index, piece.end)
         batch.clear()
 
     def ready() -> Iterator[Transcript]:
@@ -127,6 +138,7 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike],
             result = results[next_out]
             if result.error is None:
                 result.text = " ".join(s.text for s in result.segments if s.text)
+                advance(next_out, result.duration or 0.0)  # silence after the last segment
             else:
                 result.segments = []
             yield result

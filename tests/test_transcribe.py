@@ -87,7 +87,7 @@ def test_timestamps_srt_and_vtt_syntax():
 
 def test_bad_file_is_reported_and_the_others_are_transcribed(model_file, files, capsys, one_thread):
     args = [str(files["short"]), str(files["bad"]), str(files["stereo"])]
-    assert main(["transcribe", str(model_file), *args, "--device", "cpu"]) == 1
+    assert main(["transcribe", str(model_file), *args, "--device", "cpu", "--no-progress"]) == 1
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert [line.split("\t")[0] for line in lines] == [args[0], args[2]]
@@ -152,8 +152,12 @@ def test_long_file_is_read_in_segments_and_batching_does_not_change_it(recognize
 def test_files_share_batches_but_come_back_in_order(recognizer, files, one_thread):
     paths = [files["long"], files["short"], files["bad"], files["stereo"], files["short"]]
     options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=10.0))
-    together = list(transcribe_files(recognizer, paths, options))
+    progress: list[float] = []
+    together = list(transcribe_files(recognizer, paths, options, on_progress=progress.append))
     assert [t.path for t in together] == [str(p) for p in paths]
+    # Progress adds up to the audio of the files that could be read, in steps as batches end.
+    assert all(step > 0 for step in progress) and len(progress) > len(paths)
+    assert sum(progress) == pytest.approx(sum(t.duration for t in together if t.error is None))
     assert [t.error is None for t in together] == [True, True, False, True, True]
     alone = [next(transcribe_files(recognizer, [p], options)) for p in paths]
     assert [t.text for t in together] == [t.text for t in alone]

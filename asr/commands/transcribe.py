@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from asr.segment_config import SegmenterConfig
 
 HELP = "transcribe audio files of any length, rate and channel count (text, json, srt or vtt)"
+PROGRESS_FORMAT = "{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write one NAME.FORMAT file per input there instead of printing (needed for "
                              "srt/vtt with several files)")
     parser.add_argument("--batch-seconds", type=float, default=160.0, help="padded seconds of audio decoded together")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr (it shows, in seconds of audio, when the work lasts over 1 s)")
     add_segmenter_arguments(parser)
     add_model_arguments(parser)
     add_search_arguments(parser)
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from asr.errors import AsrError
+    from tqdm import tqdm
+
     from asr.transcribe import TranscribeOptions, format_transcript, output_path, transcribe_files
 
     several = len(args.files) > 1
@@ -77,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
             raise AsrError(f"several inputs would be written to {clash}; give files with distinct names")
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     failed = 0
-    for transcript in transcribe_files(recognizer, args.files, options, decode, lm):
+    bar = tqdm(total=round(_seconds_of_audio(args.files), 2), desc="transcribe", file=sys.stderr, delay=1.0,
+               disable=args.no_progress, bar_format=PROGRESS_FORMAT)
+    for transcript in transcribe_files(recognizer, args.files, options, decode, lm, on_progress=bar.update):
         if transcript.error is not None:
             failed += 1
             print(f"asr transcribe: error: {transcript.error}", file=sys.stderr, flush=True)
@@ -89,6 +96,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"{transcript.path}\t{text}", end="", flush=True)
         else:
             print(text, end="", flush=True)
+    bar.close()
     if failed:
         print(f"asr transcribe: {failed} of {len(args.files)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _seconds_of_audio(files: list[str]) -> float:
+    """Total duration of the files that can be read (the others are reported when their turn comes)."""
+    from asr.audio import audio_info
+    from asr.errors import AsrError
+
+    total = 0.0
+    for path in files:
+        try:
+            total += audio_info(path).duration
+        except AsrError:
+            pass
+    return total
