@@ -24,6 +24,7 @@ bidirectional=True)`), so a checkpoint moves freely between them:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,7 +124,11 @@ def birnn_reverse(rnn: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
 def birnn_packed(rnn: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     """Bidirectional LSTM over packed sequences: (B, T, D) -> (B, T, 2H), padded outputs 0."""
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, _ = rnn(packed)
+    with warnings.catch_warnings():
+        # cuDNN packs a bfloat16 LSTM's weights into one block at every call (torch's
+        # flatten_parameters refuses bfloat16): a copy of a few MB, small beside the batch.
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        out, _ = rnn(packed)
     out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return out
 
