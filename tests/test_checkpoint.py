@@ -36,6 +36,16 @@ def test_pickled_objects_are_refused(tmp_path):
     assert len(message) - len(str(path)) < 200
 
 
+def test_a_foreign_pickle_is_refused_without_torch_warnings(tmp_path, recwarn):
+    import pickle
+
+    path = tmp_path / "foreign.pt"
+    path.write_bytes(pickle.dumps({"model": {}}, protocol=4))  # torch warns about protocol 4 before refusing
+    with pytest.raises(CheckpointError, match="foreign.pt: unreadable checkpoint"):
+        load_checkpoint(path)
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
 def test_average(tmp_path):
     for i in range(3):
         save_checkpoint({"model": {"w": torch.full((2,), float(i)), "n": torch.tensor(i)}}, tmp_path / f"{i}.pt")
