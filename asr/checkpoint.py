@@ -137,4 +137,3 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
     model = {"config": first.get("config", {}), "vocab": first.get("vocab", []),
              "model": average_state_dicts(paths), "averaged_from": [str(p) for p in paths]}
     save_checkpoint(model, out)
-

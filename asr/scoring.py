@@ -31,7 +31,6 @@ from typing import Literal
 
 import numpy as np
 
-
 SUBSTITUTION_COST = 4  # sclite's wwd_WORD: substitution
 INSERTION_COST = 3  # ... insertion of a hypothesis word
 DELETION_COST = 3  # ... deletion of a reference word

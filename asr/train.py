@@ -31,11 +31,11 @@ from asr.config import save_config, to_dict
 from asr.data.loader import LoaderConfig, make_loader
 from asr.errors import AsrError
 from asr.features import FrontendConfig
-from asr.scoring import score_texts
 from asr.models.las import LASConfig
 from asr.optim import OptimConfig, Schedule, build_optimizer
 from asr.plots import plot_attention, plot_learning_curves
 from asr.recognizer import build_model, compute_global_cmvn, load_tokenizer
+from asr.scoring import score_texts
 from asr.search import greedy_search
 from asr.text import NormalizerConfig
 

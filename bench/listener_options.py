@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from asr.models.listener import _IMPLS, Listener, ListenerConfig, reverse_index  # noqa: E402
 
+
 def birnn_blockdiag(rnn: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     """Both directions as one unidirectional LSTM with block-diagonal weights: (B, T, D) -> (B, T, 2H)."""
     b, t, d = x.shape

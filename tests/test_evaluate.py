@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
 import soundfile as sf
+import tiny_models
 
 from asr.cli import main
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.evaluate import evaluate
-import jiwer
 from asr.recognizer import load_model
 from asr.reports import read_transcripts
 from asr.scoring import score_texts
 from asr.search import DecodeOptions
-
-import tiny_models
 
 REQUIRED = {"wer", "cer", "substitutions", "deletions", "insertions", "words", "utterances", "rtf"}
 TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "zero one"]

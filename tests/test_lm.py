@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
+import asr.models.lm
 from asr.checkpoint import save_checkpoint
 from asr.cli import main
 from asr.lm_train import LMConfig, LMDataError, perplexity, read_sentences, train_lm
-import asr.models.lm
 from asr.models.lm import CharLM, CharLMConfig, LMError, load_lm
 from asr.text import CharTokenizer
 

@@ -93,8 +93,9 @@ def test_voice_speaks_16k(spec, tmp_path):
     assert np.sqrt(np.mean(wave**2)) > 0.01 and np.max(np.abs(wave)) <= 1.01
     # independent reference: the engine's own file, its length converted to 16 kHz
     native = tmp_path / "native.wav"
-    from asr.synth.voices import _command
     import subprocess
+
+    from asr.synth.voices import _command
     cmd = _command(voice, SENTENCE, Prosody(), 1.0, str(native))
     subprocess.run(cmd, input=SENTENCE if voice.engine == "festival" else None, text=True, check=True,
                    capture_output=True)

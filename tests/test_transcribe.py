@@ -13,19 +13,28 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_models import tiny_model
 
 import asr
+import asr.models.attention as attention_module
 import asr.transcribe as transcribe_module
-from tiny_models import tiny_model
 from asr.audio import load_audio
 from asr.cli import main
-import asr.models.attention as attention_module
 from asr.errors import AsrError
 from asr.models.listener import Listener
 from asr.search import DecodeOptions, SearchError
 from asr.segment import SegmenterConfig
-from asr.transcribe import (TimedText, Transcript, TranscribeOptions, TranscriptionError, format_srt,
-                            format_transcript, format_vtt, timestamp, transcribe_files)
+from asr.transcribe import (
+    TimedText,
+    TranscribeOptions,
+    Transcript,
+    TranscriptionError,
+    format_srt,
+    format_transcript,
+    format_vtt,
+    timestamp,
+    transcribe_files,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000

@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
     from asr.audio import load_audio
     from asr.errors import AsrError
-    from asr.text import OOVError
     from asr.plots import plot_attention
+    from asr.text import OOVError
 
     recognizer, options, lm = load_recognizer(args)
     wave = load_audio(args.audio, recognizer.sample_rate)

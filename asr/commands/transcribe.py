@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     """Transcribe every file; a file that fails is one error line on stderr, and the exit status is 1."""
     from pathlib import Path
 
-    from asr.errors import AsrError
     from tqdm import tqdm
 
+    from asr.errors import AsrError
     from asr.transcribe import TranscribeOptions, format_transcript, output_path, transcribe_files
 
     several = len(args.files) > 1
