@@ -98,10 +98,10 @@ class Recognizer:
 
         Refused for a recognizer loaded with a lower decoding precision: its weights are rounded, and
         a model file holds the full-precision weights it was trained to."""
-        rounded = sorted({str(p.dtype).removeprefix("torch.") for p in self.model.parameters()} - {"float32"})
-        if rounded:
-            raise AsrError(f"{path}: not saved: this recognizer decodes in {', '.join(rounded)} and its weights are "
-                           "rounded; save the one loaded with dtype='float32'")
+        dtype = self.model.decoding_dtype
+        if dtype != torch.float32:
+            raise AsrError(f"{path}: not saved: this recognizer decodes in {str(dtype).removeprefix('torch.')} and "
+                           "its weights are rounded; save the one loaded with dtype='float32'")
         save_checkpoint({"config": self.config, "vocab": self.tokenizer.symbols, "model": self.model.state_dict()},
                         path)
 
