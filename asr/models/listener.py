@@ -125,9 +125,11 @@ def birnn_packed(rnn: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     """Bidirectional LSTM over packed sequences: (B, T, D) -> (B, T, 2H), padded outputs 0."""
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
     with warnings.catch_warnings():
-        # cuDNN packs a bfloat16 LSTM's weights into one block at every call (torch's
-        # flatten_parameters refuses bfloat16): a copy of a few MB, small beside the batch.
-        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+        if rnn.weight_ih_l0.dtype == torch.bfloat16:
+            # cuDNN packs a bfloat16 LSTM's weights into one block at every call (torch's
+            # flatten_parameters refuses bfloat16): a copy of a few MB, small beside the batch.
+            # In float32 the warning stays: there it points at weights that could be flattened.
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
         out, _ = rnn(packed)
     out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return out
