@@ -104,7 +104,8 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike],
     """One Transcript per path, in input order, as soon as it and the ones before it are done.
 
     `on_progress(seconds)` is called with the seconds of audio newly covered each time a batch is
-    decoded or a file is done (a file's calls add up to its duration; a failed file's to what was read).
+    decoded or a file is done: a file's calls add up to its duration, a failed file's too once its
+    header was read (so a bar sized by `audio_info` ends full), else to nothing.
     """
     paths = [os.fspath(p) for p in paths]
     results = [Transcript(p) for p in paths]
@@ -138,9 +139,9 @@ def transcribe_files(recognizer: Recognizer, paths: Sequence[str | os.PathLike],
             result = results[next_out]
             if result.error is None:
                 result.text = " ".join(s.text for s in result.segments if s.text)
-                advance(next_out, result.duration or 0.0)  # silence after the last segment
             else:
                 result.segments = []
+            advance(next_out, result.duration or 0.0)  # silence after the last segment, or what a failure skipped
             yield result
             next_out += 1
 

@@ -175,6 +175,25 @@ def test_files_share_batches_but_come_back_in_order(recognizer, files, one_threa
         recognizer.transcribe(paths)
 
 
+def test_a_file_that_fails_half_way_still_fills_its_share_of_the_progress(recognizer, files, monkeypatch,
+                                                                           one_thread):
+    """The CLI sizes its bar by the files' headers: a file whose audio breaks after some segments were
+    decoded must still bring the bar to its end, or it stops short of 100 %."""
+    def breaks_after_30_s(path, sample_rate, offset=0.0, **kw):
+        if offset > 30.0:
+            raise AsrError(f"{path}: unexpected end of data")
+        return load_audio(path, sample_rate, offset=offset, **kw)
+
+    monkeypatch.setattr(transcribe_module, "load_audio", breaks_after_30_s)
+    options = TranscribeOptions(segmenter=SegmenterConfig(max_segment_s=10.0), batch_seconds=5.0)
+    progress: list[float] = []
+    broken, short = transcribe_files(recognizer, [files["long"], files["short"]], options,
+                                     on_progress=progress.append)
+    assert "unexpected end of data" in broken.error and broken.segments == [] and short.error is None
+    assert len(progress) > 3  # some segments of the broken file were decoded before it failed
+    assert sum(progress) == pytest.approx(sf.info(str(files["long"])).duration + 1.5)
+
+
 def test_a_decoding_error_stops_everything_instead_of_failing_each_file(recognizer, files, monkeypatch):
     def broken(*args, **kwargs):
         raise SearchError("ctc_weight > 0 needs a model with a CTC head")
