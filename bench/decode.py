@@ -3,7 +3,8 @@
 
 Usage (from the repository root):
 
-    python bench/decode.py [--threads 1,2] [--dtypes float32,bfloat16] [--repeats 1] [--with-peers] [--json]
+    python bench/decode.py [--threads 1,2] [--dtypes float32,bfloat16] [--repeats 1] [--with-peers] [--rounds 1]
+                           [--json]
 
 Workload and model as bench/train_step.py: the peers' standard batch (workload.py in --peers-dir,
 default ../shared/bench/peers beside the repository) and our LAS at the peers' size (3 x BiLSTM 320
@@ -25,6 +26,8 @@ Real-time factor = decode seconds / audio seconds, audio = input frames x 10 ms.
 figures, once with --mtlalpha 0 and once with 0.3 (--peer-args, default a reduced protocol), and
 the table gets ESPnet's beam10_4utt_sequential / _batched beside ours and the ratio
 ESPnet per-utterance beam 10 / our batched beam 10 at the same thread count (2, the peers').
+A shared machine's speed can drift by tens of percent over minutes, so --rounds N alternates the two
+sides N times, takes each ratio within a round and reports the median over rounds (and each round's).
 Table to stdout (or one JSON object with --json), progress to stderr.
 """
 
@@ -39,6 +42,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -70,8 +74,14 @@ def parse_args() -> argparse.Namespace:
                     help="folder of the peers' virtual environments")
     ap.add_argument("--peer-args", default="--warmup 1 --steps 1 --decode-repeats 1",
                     help="extra arguments of espnet_las.py (reduced protocol by default)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of (our figures, then ESPnet's); each ratio is taken within a round and the "
+                         "table gives medians over rounds, so a slow spell of the machine hits both sides")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    return ap.parse_args()
+    args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    return args
 
 
 def log(msg: str) -> None:
@@ -225,11 +235,55 @@ def print_table(res: dict) -> None:
               f"{row['ctc_weight']:>4} "
               f"{row['mode']:14} {row['utterances']:>4} {row['seconds']:>9.3f} {row['audio_s']:>8.2f} "
               f"{row['rtf']:>8.4f}")
+    several = len(res["rounds"]) > 1
+    if several:
+        print(f"seconds and ratios: medians over {len(res['rounds'])} rounds; each ratio is taken within a round")
     for r in res["ratios"]:
+        times = f"{r['espnet_s']:.2f} s / {r['ours_batched_s']:.3f} s"
+        ratio = (f"median {r['speedup']}x (rounds: {', '.join(f'{x}x' for x in r['round_speedups'])}; "
+                 f"median times {times})") if several else f"{times} = {r['speedup']}x"
         print(f"ESPnet {r['espnet_mode']} beam10 (float32) / our batched beam10 ({r['ours_dtype']}, "
-              f"ctc {r['ctc_weight']}, {r['threads']} threads): "
-              f"{r['espnet_s']:.2f} s / {r['ours_batched_s']:.3f} s = {r['speedup']}x")
+              f"ctc {r['ctc_weight']}, {r['threads']} threads): {ratio}")
     print(f"load average at start/end: {res['loadavg_start_end']}  (2 cores; > 2 means contended figures)")
+
+
+def one_round(W, args: argparse.Namespace) -> dict:
+    """Our figures, then ESPnet's (with --with-peers), and the ratios between them."""
+    rows = our_figures(W, args)
+    peers: dict[float, dict] = {}
+    if args.with_peers:
+        for mtlalpha in sorted({float(c) for c in args.ctc_weights.split(",")}):
+            res = espnet_figures(args, mtlalpha)
+            if res is not None:
+                peers[mtlalpha] = res
+    theirs = peer_rows(W, peers)
+    return {"rows": rows + theirs, "ratios": ratios(rows, theirs), "espnet_raw": {str(k): v for k, v in peers.items()}}
+
+
+ROW_KEY = ("toolkit", "threads", "dtype", "search", "ctc_weight", "mode")
+RATIO_KEY = ("ctc_weight", "threads", "espnet_mode", "ours_dtype")
+
+
+def over_rounds(rounds: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Rows and ratios of all rounds merged: medians, with each round's value kept (round_s, round_speedups)."""
+    rows: dict[tuple, list[dict]] = {}
+    for rnd in rounds:
+        for row in rnd["rows"]:
+            rows.setdefault(tuple(row.get(k, "asr") for k in ROW_KEY), []).append(row)
+    merged_rows = []
+    for same in rows.values():
+        seconds = statistics.median(r["seconds"] for r in same)
+        merged_rows.append({**same[0], "seconds": round(seconds, 4), "rtf": round(seconds / same[0]["audio_s"], 5),
+                            "round_s": [r["seconds"] for r in same]})
+    ratios_by_key: dict[tuple, list[dict]] = {}
+    for rnd in rounds:
+        for r in rnd["ratios"]:
+            ratios_by_key.setdefault(tuple(r[k] for k in RATIO_KEY), []).append(r)
+    merged_ratios = [{**same[0], "espnet_s": statistics.median(r["espnet_s"] for r in same),
+                      "ours_batched_s": statistics.median(r["ours_batched_s"] for r in same),
+                      "speedup": round(statistics.median(r["speedup"] for r in same), 2),
+                      "round_speedups": [r["speedup"] for r in same]} for same in ratios_by_key.values()]
+    return merged_rows, merged_ratios
 
 
 def main() -> int:
@@ -239,20 +293,15 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     import torch
 
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    rows = our_figures(W, args)
-    cpu_util = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    peers: dict[float, dict] = {}
-    if args.with_peers:
-        for mtlalpha in sorted({float(c) for c in args.ctc_weights.split(",")}):
-            res = espnet_figures(args, mtlalpha)
-            if res is not None:
-                peers[mtlalpha] = res
-    theirs = peer_rows(W, peers)
+    rounds = []
+    for number in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {number + 1} of {args.rounds}")
+        rounds.append(one_round(W, args))
+    rows, merged_ratios = over_rounds(rounds)
     res = {"toolkit": "asr", "workload": W.fingerprint(W.make_workload()), "max_decode_steps": W.MAX_DECODE_STEPS,
-           "beam_utterances": list(range(W.N_BEAM_UTTS)), "rows": rows + theirs, "ratios": ratios(rows, theirs),
-           "decode_cpu_util": round(cpu_util, 2), "espnet_raw": {str(k): v for k, v in peers.items()},
-           "versions": {"torch": torch.__version__, "python": platform.python_version()},
+           "beam_utterances": list(range(W.N_BEAM_UTTS)), "rows": rows, "ratios": merged_ratios,
+           "rounds": rounds, "versions": {"torch": torch.__version__, "python": platform.python_version()},
            "loadavg_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
     if args.json:
         print(json.dumps(res))
