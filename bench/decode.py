@@ -273,7 +273,8 @@ def over_rounds(rounds: list[dict]) -> tuple[list[dict], list[dict]]:
     merged_rows = []
     for same in rows.values():
         seconds = statistics.median(r["seconds"] for r in same)
-        merged_rows.append({**same[0], "seconds": round(seconds, 4), "rtf": round(seconds / same[0]["audio_s"], 5),
+        first = {k: v for k, v in same[0].items() if k != "all_s"}  # each round's repeats stay under "rounds"
+        merged_rows.append({**first, "seconds": round(seconds, 4), "rtf": round(seconds / first["audio_s"], 5),
                             "round_s": [r["seconds"] for r in same]})
     ratios_by_key: dict[tuple, list[dict]] = {}
     for rnd in rounds:
