@@ -249,7 +249,9 @@ def print_table(res: dict) -> None:
 
 def one_round(W, args: argparse.Namespace) -> dict:
     """Our figures, then ESPnet's (with --with-peers), and the ratios between them."""
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     rows = our_figures(W, args)
+    cpu_util = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     peers: dict[float, dict] = {}
     if args.with_peers:
         for mtlalpha in sorted({float(c) for c in args.ctc_weights.split(",")}):
@@ -257,7 +259,8 @@ def one_round(W, args: argparse.Namespace) -> dict:
             if res is not None:
                 peers[mtlalpha] = res
     theirs = peer_rows(W, peers)
-    return {"rows": rows + theirs, "ratios": ratios(rows, theirs), "espnet_raw": {str(k): v for k, v in peers.items()}}
+    return {"rows": rows + theirs, "ratios": ratios(rows, theirs), "decode_cpu_util": round(cpu_util, 2),
+            "espnet_raw": {str(k): v for k, v in peers.items()}}
 
 
 ROW_KEY = ("toolkit", "threads", "dtype", "search", "ctc_weight", "mode")
@@ -302,7 +305,7 @@ def main() -> int:
     rows, merged_ratios = over_rounds(rounds)
     res = {"toolkit": "asr", "workload": W.fingerprint(W.make_workload()), "max_decode_steps": W.MAX_DECODE_STEPS,
            "beam_utterances": list(range(W.N_BEAM_UTTS)), "rows": rows, "ratios": merged_ratios,
-           "rounds": rounds, "versions": {"torch": torch.__version__, "python": platform.python_version()},
+           "decode_cpu_util": statistics.median(r["decode_cpu_util"] for r in rounds), "rounds": rounds, "versions": {"torch": torch.__version__, "python": platform.python_version()},
            "loadavg_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
     if args.json:
         print(json.dumps(res))
