@@ -267,26 +267,28 @@ ROW_KEY = ("toolkit", "threads", "dtype", "search", "ctc_weight", "mode")
 RATIO_KEY = ("ctc_weight", "threads", "espnet_mode", "ours_dtype")
 
 
+def _by_key(rounds: list[dict], part: str, key: tuple[str, ...]) -> list[list[dict]]:
+    """The entries of `part` ("rows" or "ratios") of every round, grouped by their `key` fields."""
+    groups: dict[tuple, list[dict]] = {}
+    for rnd in rounds:
+        for entry in rnd[part]:
+            groups.setdefault(tuple(entry.get(k) for k in key), []).append(entry)
+    return list(groups.values())
+
+
 def over_rounds(rounds: list[dict]) -> tuple[list[dict], list[dict]]:
     """Rows and ratios of all rounds merged: medians, with each round's value kept (round_s, round_speedups)."""
-    rows: dict[tuple, list[dict]] = {}
-    for rnd in rounds:
-        for row in rnd["rows"]:
-            rows.setdefault(tuple(row.get(k, "asr") for k in ROW_KEY), []).append(row)
     merged_rows = []
-    for same in rows.values():
+    for same in _by_key(rounds, "rows", ROW_KEY):
         seconds = statistics.median(r["seconds"] for r in same)
         first = {k: v for k, v in same[0].items() if k != "all_s"}  # each round's repeats stay under "rounds"
         merged_rows.append({**first, "seconds": round(seconds, 4), "rtf": round(seconds / first["audio_s"], 5),
                             "round_s": [r["seconds"] for r in same]})
-    ratios_by_key: dict[tuple, list[dict]] = {}
-    for rnd in rounds:
-        for r in rnd["ratios"]:
-            ratios_by_key.setdefault(tuple(r[k] for k in RATIO_KEY), []).append(r)
     merged_ratios = [{**same[0], "espnet_s": statistics.median(r["espnet_s"] for r in same),
                       "ours_batched_s": statistics.median(r["ours_batched_s"] for r in same),
                       "speedup": round(statistics.median(r["speedup"] for r in same), 2),
-                      "round_speedups": [r["speedup"] for r in same]} for same in ratios_by_key.values()]
+                      "round_speedups": [r["speedup"] for r in same]}
+                     for same in _by_key(rounds, "ratios", RATIO_KEY)]
     return merged_rows, merged_ratios
 
 
