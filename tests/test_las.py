@@ -190,11 +190,12 @@ def test_greedy_search_batched_equals_one_by_one_and_stops() -> None:
         assert greedy_search(model, enc, enc_lens) == [[], [], []]
 
 
-def test_tiny_model_overfits_and_greedy_search_recovers_the_targets() -> None:
+@pytest.mark.parametrize("query", ["current", "previous"])
+def test_tiny_model_overfits_and_greedy_search_recovers_the_targets(query: str) -> None:
     torch.manual_seed(0)
     cfg = LASConfig(
         listener=ListenerConfig(layers=2, hidden=24, reduce=(1, 2), projection=0),
-        speller=SpellerConfig(embed_dim=16, hidden=48,
+        speller=SpellerConfig(embed_dim=16, hidden=48, query=query,
                               attention=AttentionConfig(dim=24, conv_channels=4, conv_kernel=7)),
         ctc_weight=0.3, label_smoothing=0.0)
     model = build_las(cfg, V, input_dim=F)

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 V = 9  # blank, [GO], [EOS], 6 characters
 
 
-def small_las(seed: int, ctc_weight: float = 0.3):
+def small_las(seed: int, ctc_weight: float = 0.3, query: str = "current"):
     torch.manual_seed(seed)
     cfg = LASConfig(
         listener=ListenerConfig(input_dim=5, layers=2, hidden=8, reduce=(1, 2), projection=8),
-        speller=SpellerConfig(embed_dim=6, hidden=8, attention=AttentionConfig(dim=6, conv_channels=2, conv_kernel=5)),
+        speller=SpellerConfig(embed_dim=6, hidden=8, query=query,
+                              attention=AttentionConfig(dim=6, conv_channels=2, conv_kernel=5)),
         ctc_weight=ctc_weight)
     return build_las(cfg, V, input_dim=5).eval()
 
@@ -211,8 +212,9 @@ def test_beam_size_one_is_greedy(seed: int) -> None:
     assert [h[0].tokens for h in decode(model, enc, lengths)] == want
 
 
-def test_batched_equals_one_utterance_at_a_time() -> None:
-    model = small_las(1)
+@pytest.mark.parametrize("query", ["current", "previous"])
+def test_batched_equals_one_utterance_at_a_time(query: str) -> None:
+    model = small_las(1, query=query)
     lm = CharLM(CharLMConfig(embed_dim=4, hidden=6, layers=1, dropout=0.0), V).eval()
     enc, lengths = encoded(model, 1)
     for opts in (DecodeOptions(beam_size=4, nbest=3),
@@ -225,6 +227,33 @@ def test_batched_equals_one_utterance_at_a_time() -> None:
             for a, b in zip(alone, batched[i]):
                 assert a.score == pytest.approx(b.score, abs=1e-4)
                 assert a.scores == pytest.approx(b.scores, abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_attending_once_per_parent_changes_no_hypothesis(seed: int, monkeypatch) -> None:
+    """With query "previous", siblings (beams extended from one parent) share the step's attention;
+    computing it for every beam instead gives the same N-best lists and scores."""
+    import asr.models.speller as speller
+
+    model = small_las(seed, query="previous")
+    enc, lengths = encoded(model, seed)
+    calls = []
+    real = speller.sibling_rows
+
+    def counting(*args):
+        calls.append(real(*args))
+        return calls[-1]
+
+    for opts in (DecodeOptions(beam_size=6, nbest=4), DecodeOptions(beam_size=4, nbest=2, ctc_weight=0.4)):
+        calls.clear()
+        monkeypatch.setattr(speller, "sibling_rows", counting)
+        shared = decode(model, enc, lengths, opts)
+        assert sum(rows is not None for rows in calls) >= 2  # the first step and at least one more shared
+        monkeypatch.setattr(speller, "sibling_rows", lambda *args: None)
+        alone = decode(model, enc, lengths, opts)
+        for a, b in zip(alone, shared):
+            assert [h.tokens for h in a] == [h.tokens for h in b]
+            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
 
 
 def test_max_length_holds_when_eos_is_suppressed() -> None:

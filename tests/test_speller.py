@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asr.models.attention import AttentionConfig
-from asr.models.speller import Speller, SpellerConfig
+from asr.models.speller import Speller, SpellerConfig, sibling_rows
 
 V, D = 9, 6
 
@@ -31,7 +31,9 @@ def batch(seed: int = 0):
 
 
 @pytest.mark.parametrize("kind, extra", [("location", {}), ("location", dict(layers=2, output_hidden=8)),
-                                         ("additive", {}), ("dot", dict(layers=3))])
+                                         ("additive", {}), ("dot", dict(layers=3)),
+                                         ("location", dict(query="previous")),
+                                         ("dot", dict(query="previous", layers=2))])
 def test_step_equals_teacher_forced_forward(kind: str, extra: dict) -> None:
     speller = make_speller(kind, **extra)
     enc, lengths, tokens = batch()
@@ -68,14 +70,16 @@ def test_index_select_reorders_and_expands_hypotheses() -> None:
 @pytest.mark.parametrize("kind, extra", [("location", {}), ("additive", {}), ("dot", {}),
                                          ("location", dict(window=2))])
 @pytest.mark.parametrize("inference, block", [(True, 120), (True, 1 << 18), (False, 1 << 18)])
+@pytest.mark.parametrize("query", ["current", "previous"])
 def test_beams_sharing_memory_step_as_beams_with_their_own(kind: str, extra: dict, inference: bool, block: int,
-                                                            monkeypatch) -> None:
+                                                            query: str, monkeypatch) -> None:
     """expand_beams keeps one memory row per utterance; every step, reorder and drop gives the
     numbers of a state holding a copy of the memory per hypothesis, stepped through the training
-    code path (one query per memory row, autograd on). Block 120: 3 of 4 beams per block."""
+    code path (one query per memory row, autograd on). Block 120: 3 of 4 beams per block. With
+    query "previous" the random reorders repeat parents, whose siblings attend once at inference."""
     import asr.models.attention as attention
     monkeypatch.setattr(attention, "INFERENCE_BLOCK", block)
-    cfg = SpellerConfig(vocab_size=V, embed_dim=5, hidden=7, attention=AttentionConfig(
+    cfg = SpellerConfig(vocab_size=V, embed_dim=5, hidden=7, query=query, attention=AttentionConfig(
         kind=kind, dim=4, conv_channels=2, conv_kernel=5, **extra))
     torch.manual_seed(0)
     speller = Speller(cfg, D).eval()
@@ -106,6 +110,18 @@ def test_beams_sharing_memory_step_as_beams_with_their_own(kind: str, extra: dic
             with torch.enable_grad():
                 expected = speller.step(other, tokens)[0]
             torch.testing.assert_close(speller.step(pick, tokens)[0], expected, atol=1e-6, rtol=0)
+
+
+def test_sibling_rows_pick_one_row_per_source_and_pad_utterances_to_the_same_count() -> None:
+    source = torch.tensor([1, 1, 0, 1, 4, 5, 4, 7, 8, 8, 8, 8])  # 3 utterances of 4 rows: 2, 3, 1 sources
+    compact, where = sibling_rows(source, 4)
+    assert compact.numel() == 3 * 3  # padded to the widest utterance
+    assert torch.equal(source[compact[where]], source)  # each row reads a row copied from its own source
+    assert torch.equal(compact // 4, torch.arange(3).repeat_interleave(3))  # within its utterance
+    assert torch.equal(where // 3, torch.arange(12) // 4)
+    assert sibling_rows(torch.tensor([0, 1, 2, 3, 4, 5]), 3) is None  # no siblings: nothing to share
+    assert sibling_rows(torch.tensor([0, 0, 2, 3, 4, 5]), 3) is None  # one utterance without: no gain
+    assert sibling_rows(torch.tensor([3, 4]), 1) is None
 
 
 def test_inference_token_gates_follow_the_weights() -> None:
@@ -157,3 +173,5 @@ def test_config_rejects_bad_values() -> None:
         SpellerConfig(scheduled_sampling=1.5)
     with pytest.raises(ValueError):
         Speller(SpellerConfig(), 4)  # vocab_size not set
+    with pytest.raises(ValueError):
+        SpellerConfig(query="next")

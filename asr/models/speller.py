@@ -7,6 +7,18 @@ One step (Chan et al. 2016, with input feeding):
     c_i, a_i = attend(s_i, encodings, a_{i-1})       context and attention weights
     logits_i = out([s_i; c_i])                       Linear, or Linear -> tanh -> Linear
 
+With `query: previous` the attention is queried by the state before the step
+instead, and its context enters this step's LSTM (Bahdanau et al. 2015; ESPnet's
+RNN decoder):
+
+    c_i, a_i = attend(s_{i-1}, encodings, a_{i-1})
+    s_i      = LSTMCell stack([embed(y_{i-1}); c_i], s_{i-1})
+    logits_i = out([s_i; c_i])
+
+A step's attention then depends on the previous state only, which beam
+hypotheses extended from the same parent share: `step` attends once per parent
+(and computes the first cell's state and context products once per parent too).
+
 Decoding starts from [GO] (with a zero context and uniform weights over the
 valid frames) and is trained to emit [EOS]. Everything a step needs is in one
 `DecoderState`, including the encoder memory it attends to, so search reorders
@@ -22,13 +34,16 @@ reads each utterance's keys and encodings once per step for all its beams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from asr.models.attention import AttentionConfig, build_attention, uniform_weights, weight_dtype
 from asr.models.listener import time_mask
+
+QueryKind = Literal["current", "previous"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,15 @@ class SpellerConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)  # attention kind and sizes
     dropout: float = 0.0  # dropout on the embedding, between cells and before the output layer
     scheduled_sampling: float = 0.0  # training only: probability of feeding the model's own greedy token
+    # The state that queries the attention: "current" = the one this step's LSTM produced (Chan et al.
+    # 2016); "previous" = the one before the step, so the context feeds this step's LSTM (ESPnet's order).
+    query: QueryKind = "current"
 
     def __post_init__(self) -> None:
         if self.vocab_size < 0 or self.embed_dim < 1 or self.hidden < 1 or self.layers < 1 or self.output_hidden < 0:
             raise ValueError(f"speller: bad sizes in {self}")
+        if self.query not in ("current", "previous"):
+            raise ValueError(f"speller: query must be 'current' or 'previous', got {self.query!r}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.scheduled_sampling <= 1.0:
             raise ValueError(f"speller: dropout must be in [0, 1) and scheduled_sampling in [0, 1], got {self}")
 
@@ -66,6 +86,9 @@ class DecoderState:
     enc: Tensor  # encoder memory attended to (M, T, D)
     keys: Tensor  # attention keys of that memory (M, T, A)
     mask: Tensor  # valid encoder frames (M, T) bool
+    # Row of the state before `reorder_beams` / `expand_beams` each row was copied from: rows with
+    # the same source are equal (siblings). None: no such knowledge.
+    source: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -104,12 +127,36 @@ class DecoderState:
         if self.group != 1:
             raise ValueError(f"expand_beams needs one hypothesis per memory row, got {self.group}")
         idx = torch.arange(self.size, device=self.context.device).repeat_interleave(k)
-        return self._select_rows(idx)
+        return replace(self._select_rows(idx), source=idx)
 
     def reorder_beams(self, idx: Tensor) -> DecoderState:
         """`index_select` for a reorder that keeps every row within its utterance's group (beam
         search): the memory is left as it is."""
-        return self._select_rows(idx)
+        return replace(self._select_rows(idx), source=idx)
+
+
+def sibling_rows(source: Tensor, group: int) -> tuple[Tensor, Tensor] | None:
+    """Where rows in groups of `group` per utterance were copied from `source` rows of the same
+    utterance: (one row per distinct source, padded to the same count G per utterance: (M x G,);
+    each row's position among those (N,)), or None when no utterance has two rows from one source.
+    """
+    n = source.numel()
+    m = n // group
+    if group == 1:
+        return None
+    src, perm = source.view(m, group).sort(dim=1)
+    new = torch.ones_like(src, dtype=torch.bool)
+    new[:, 1:] = src[:, 1:] != src[:, :-1]  # first of its source, in sorted order
+    g = int(new.sum(dim=1).max())
+    if g == group:
+        return None
+    rank = torch.empty_like(perm).scatter_(1, perm, new.long().cumsum(dim=1) - 1)  # (M, group) slot of each row
+    rows = torch.arange(n, device=source.device).view(m, group)
+    # Slot q of utterance u holds one of its rows from its q-th source (copies are equal, any one
+    # will do); slots past an utterance's count keep its first row.
+    compact = rows[:, :1].expand(m, g).clone().scatter_(1, rank, rows)
+    where = rank + torch.arange(m, device=source.device).unsqueeze(1) * g
+    return compact.view(-1), where.view(-1)
 
 
 class Speller(nn.Module):
@@ -156,30 +203,56 @@ class Speller(nn.Module):
             self._token_gates = (key, table)
         return self._token_gates[1]
 
-    def _first_cell(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, Tensor]:
-        """The first LSTM cell at inference, its input product from `token_gates`: -> (h, c)."""
+    def _state_gates(self, context: Tensor, h: Tensor) -> Tensor:
+        """The first cell's gate products of the context and the previous state (N, 4H), no biases."""
         cell, e = self.cells[0], self.cfg.embed_dim
-        gates = self.token_gates().index_select(0, tokens)
-        gates.addmm_(state.context, cell.weight_ih[:, e:].t()).addmm_(state.h[0], cell.weight_hh.t())
+        return torch.mm(context, cell.weight_ih[:, e:].t()).addmm_(h, cell.weight_hh.t())
+
+    def _first_cell(self, tokens: Tensor, state_gates: Tensor, c_prev: Tensor) -> tuple[Tensor, Tensor]:
+        """The first LSTM cell at inference, its token product from `token_gates`: -> (h, c)."""
+        gates = self.token_gates().index_select(0, tokens).add_(state_gates)
         i, f, g, o = gates.chunk(4, dim=1)  # nn.LSTMCell's gate order
-        c = torch.sigmoid(f) * state.c[0] + torch.sigmoid(i) * torch.tanh(g)
+        c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
+
+    def _attend_previous(self, state: DecoderState, inference: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """`query: previous`: context (N, D) and weights (N, T) from the previous state, and at
+        inference the first cell's state gate products (N, 4H); siblings' are computed once."""
+        query = self.dropout(state.h[-1])
+        rows = sibling_rows(state.source, state.group) if inference and state.source is not None else None
+        if rows is None:
+            context, weights = self.attention(query, state.enc, state.keys, state.mask, state.weights)
+            gates = self._state_gates(context, state.h[0]) if inference else None
+            return context, weights, gates
+        compact, where = rows
+        context, weights = self.attention(query.index_select(0, compact), state.enc, state.keys, state.mask,
+                                          state.weights.index_select(0, compact))
+        gates = self._state_gates(context, state.h[0].index_select(0, compact))
+        return context.index_select(0, where), weights.index_select(0, where), gates.index_select(0, where)
 
     def _advance(self, state: DecoderState, emb: Tensor | None, tokens: Tensor | None = None
                  ) -> tuple[Tensor, DecoderState]:
         """One step from embedded tokens (N, E), or at inference from the tokens (N,) themselves:
         -> logits (N, V), new state."""
-        x = None if emb is None else torch.cat([emb, state.context], dim=-1)  # (N, E + D), input feeding
+        previous = self.cfg.query == "previous"
+        if previous:
+            context, weights, gates = self._attend_previous(state, inference=emb is None)
+        else:  # input feeding: the previous step's context
+            context, gates = state.context, None
+            if emb is None:
+                gates = self._state_gates(context, state.h[0])
+        x = None if emb is None else torch.cat([emb, context], dim=-1)  # (N, E + D)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):
             if x is None:
-                h, c = self._first_cell(tokens, state)
+                h, c = self._first_cell(tokens, gates, state.c[0])
             else:
                 h, c = cell(x, (state.h[layer], state.c[layer]))
             hs.append(h)
             cs.append(c)
             x = self.dropout(h)
-        context, weights = self.attention(x, state.enc, state.keys, state.mask, state.weights)
+        if not previous:
+            context, weights = self.attention(x, state.enc, state.keys, state.mask, state.weights)
         out = torch.cat([x, context], dim=-1)  # (N, H + D)
         if self.output_hidden is not None:
             out = self.dropout(torch.tanh(self.output_hidden(out)))
