@@ -21,13 +21,14 @@ def import_workload(peers_dir: str | Path = DEFAULT_PEERS_DIR):
     return workload
 
 
-def standard_las(W, *, ctc_weight: float = 0.0, impl: str = "auto"):
-    """3 x BiLSTM 320 + projection 320 (x4), 1-layer LSTM 320 speller, location attention 10 x 201."""
+def standard_las(W, *, ctc_weight: float = 0.0, impl: str = "auto", query: str = "current"):
+    """3 x BiLSTM 320 + projection 320 (x4), 1-layer LSTM 320 speller, location attention 10 x 201;
+    `query` is the speller's decoder order (ESPnet's model is "previous")."""
     from asr.models import AttentionConfig, LASConfig, ListenerConfig, SpellerConfig, build_las
 
     cfg = LASConfig(
         listener=ListenerConfig(layers=3, hidden=320, reduce=(1, 2, 2), projection=320, dropout=0.0, impl=impl),
-        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0,
+        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0, query=query,
                               attention=AttentionConfig(kind="location", dim=320, conv_channels=10, conv_kernel=201)),
         ctc_weight=ctc_weight, label_smoothing=0.0)
     # Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
