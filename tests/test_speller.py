@@ -124,23 +124,27 @@ def test_sibling_rows_pick_one_row_per_source_and_pad_utterances_to_the_same_cou
     assert sibling_rows(torch.tensor([3, 4]), 1) is None
 
 
-def test_inference_token_gates_follow_the_weights() -> None:
-    """The first cell's cached token gates are rebuilt when a weight behind them changes in place
-    or is replaced (load_state_dict), so step keeps matching teacher forcing."""
+def test_inference_tables_follow_the_weights() -> None:
+    """The first cell's cached token gates and state weights are rebuilt when a weight behind them
+    changes in place or is replaced (load_state_dict), so step keeps matching teacher forcing."""
     speller = make_speller(layers=2)
     enc, lengths, tokens = batch()
     with torch.no_grad():
-        for change in ("embedding", "input weights", "state dict"):
+        for change in ("embedding", "input bias", "recurrent weights", "state dict"):
             if change == "embedding":
                 speller.embed.weight.mul_(1.5)
-            elif change == "input weights":
+            elif change == "input bias":
                 speller.cells[0].bias_ih.add_(0.3)
+            elif change == "recurrent weights":
+                speller.cells[0].weight_hh.mul_(-2.0)
             else:
                 speller.load_state_dict(make_speller(layers=2, dropout=0.1).state_dict())
                 speller.cells[0].weight_ih.mul_(-1.0)
             logits, _ = speller(enc, lengths, tokens)
-            log_probs, _ = speller.step(speller.init_state(enc, lengths), tokens[:, 0])
-            torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, 0], -1), atol=1e-5, rtol=0)
+            state = speller.init_state(enc, lengths)
+            for i in range(3):  # from the second step on the previous state and context count
+                log_probs, state = speller.step(state, tokens[:, i])
+                torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, i], -1), atol=1e-5, rtol=0)
 
 
 def test_scheduled_sampling_feeds_own_greedy_tokens() -> None:

@@ -174,7 +174,7 @@ class LocationAttention(Attention):
         return torch.fft.irfft(spec, n)[:, :, k // 2: k // 2 + t].to(dtype)
 
     def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
-        """w^T tanh(W s + V h + U conv(prev) + b): (N, T); at inference on CPU, 0 on padded frames."""
+        """w^T tanh(W s + V h + U conv(prev) + b): (N, T); at inference on CPU, -sum(w) on padded frames."""
         (m, t, a), n = keys.shape, query.shape[0]
         g = n // m
         f = self.location_features(prev_weights, keys.dtype)  # (N, C, T)
@@ -198,13 +198,15 @@ class LocationAttention(Attention):
             rows = min(rows, g)
             blocks = [(i, min(i + rows, (u + 1) * g), keys[u:u + 1], valid[u]) for u in range(m)
                       for i in range(u * g, (u + 1) * g, rows)]
+        # score_tanh's sigmoid form, its affine part applied once to all blocks at the end.
         out = keys.new_zeros(n, t)
         buf = keys.new_empty(min(rows, n) * t * a)
+        score = self.score.weight[0]  # (A,)
         for i, j, key, v in blocks:
             block = buf[: (j - i) * v * a].view(j - i, v, a)
             torch.baddbmm(key[:, :v], f1[i:j, :v], w[i:j], beta=2.0, alpha=2.0, out=block)
-            out[i:j, :v] = score_tanh(self.score, block, inplace=True)
-        return out
+            out[i:j, :v] = block.sigmoid_() @ score
+        return out.mul_(2.0).sub_(score.sum())
 
 
 class AdditiveAttention(Attention):
