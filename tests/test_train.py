@@ -67,10 +67,14 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path):
+@pytest.mark.parametrize("query", ["current", "previous"])
+def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path, query):
+    """Both decoder orders learn real speech and decode it greedily, by beam search (sharing
+    siblings' attention with query "previous") and in bfloat16."""
     torch.set_num_threads(2)
-    cfg = from_dict(ExperimentConfig, tiny_config(
-        eight_utterances, tmp_path / "run", train={"max_steps": 150, "validate_every": 75}))
+    config = tiny_config(eight_utterances, tmp_path / "run", train={"max_steps": 150, "validate_every": 75})
+    config["model"]["speller"]["query"] = query
+    cfg = from_dict(ExperimentConfig, config)
     fit(cfg)
     valid = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     valid = [r for r in valid if r["kind"] == "valid"]
