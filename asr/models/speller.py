@@ -140,10 +140,10 @@ def sibling_rows(source: Tensor, group: int) -> tuple[Tensor, Tensor] | None:
     utterance: (one row per distinct source, padded to the same count G per utterance: (M x G,);
     each row's position among those (N,)), or None when no utterance has two rows from one source.
     """
-    n = source.numel()
-    m = n // group
     if group == 1:
         return None
+    n = source.numel()
+    m = n // group
     src, perm = source.view(m, group).sort(dim=1)
     new = torch.ones_like(src, dtype=torch.bool)
     new[:, 1:] = src[:, 1:] != src[:, :-1]  # first of its source, in sorted order
