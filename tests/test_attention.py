@@ -93,6 +93,29 @@ def test_location_energies_match_the_formula(kernel: int, grad: bool, monkeypatc
     assert torch.isfinite(masked).all()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_queries_past_live_are_left_out_and_the_others_unchanged(kind: str) -> None:
+    """Groups of 4 queries per utterance of which only the first live[m] count (padding rows of
+    shared beam search): theirs are the numbers of a full computation, the others finite."""
+    att, enc, mask, _ = setup(kind)
+    g = torch.Generator().manual_seed(3)
+    query = torch.randn(B * 4, Q, generator=g)
+    prev = torch.softmax(torch.randn(B * 4, T, generator=g).masked_fill(~mask.repeat_interleave(4, 0), -1e9), 1)
+    live = [2, 4, 1]
+    used = torch.tensor([r % 4 < live[r // 4] for r in range(B * 4)])
+    with torch.no_grad():
+        keys = att.preprocess(enc)
+        full = att(query, enc, keys, mask, prev)
+        part = att(query, enc, keys, mask, prev, live)
+    for x, y in zip(full, part):
+        torch.testing.assert_close(y[used], x[used], atol=1e-6, rtol=0)
+        assert torch.isfinite(y).all()
+    if kind == "location":  # the costly one skips them on the CPU: their energies were never computed
+        with torch.no_grad():
+            skipped = att.energies(query, keys, prev, mask, live)[~used]
+            torch.testing.assert_close(skipped, torch.full_like(skipped, -att.score.weight.sum().item()))
+
+
 def test_additive_energies_match_the_formula() -> None:
     att, enc, mask, query = setup("additive")
     W, V, bias, w = att.query.weight, att.key.weight, att.key.bias, att.score.weight[0]

@@ -114,8 +114,8 @@ def test_beams_sharing_memory_step_as_beams_with_their_own(kind: str, extra: dic
 
 def test_sibling_rows_pick_one_row_per_source_and_pad_utterances_to_the_same_count() -> None:
     source = torch.tensor([1, 1, 0, 1, 4, 5, 4, 7, 8, 8, 8, 8])  # 3 utterances of 4 rows: 2, 3, 1 sources
-    compact, where = sibling_rows(source, 4)
-    assert compact.numel() == 3 * 3  # padded to the widest utterance
+    compact, where, counts = sibling_rows(source, 4)
+    assert counts == [2, 3, 1] and compact.numel() == 3 * 3  # padded to the widest utterance
     assert torch.equal(source[compact[where]], source)  # each row reads a row copied from its own source
     assert torch.equal(compact // 4, torch.arange(3).repeat_interleave(3))  # within its utterance
     assert torch.equal(where // 3, torch.arange(12) // 4)

@@ -109,16 +109,19 @@ class Attention(nn.Module):
         """Keys computed once per utterance: (B, T, D) -> (B, T, A)."""
         raise NotImplementedError
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None,
+                 live: list[int] | None = None) -> Tensor:
         """Unnormalised scores (N, T) for queries (N, Dq) over keys (M, T, A), N = g x M. With the
-        valid-frame `mask` (M, T), scores of padded frames may be left at any finite value."""
+        valid-frame `mask` (M, T), scores of padded frames may be left at any finite value; with
+        `live`, so may those of queries past the first live[m] of memory row m (padding rows)."""
         raise NotImplementedError
 
     def forward(self, query: Tensor, enc: Tensor, keys: Tensor, mask: Tensor,
-                prev_weights: Tensor) -> tuple[Tensor, Tensor]:
+                prev_weights: Tensor, live: list[int] | None = None) -> tuple[Tensor, Tensor]:
         """Attend: query (N, Dq), enc (M, T, D), keys (M, T, A), mask (M, T) valid, prev (N, T)
-        -> context (N, D), weights (N, T); N = g x M, utterance-major."""
-        e = self.energies(query, keys, prev_weights, mask)  # (N, T)
+        -> context (N, D), weights (N, T); N = g x M, utterance-major. Only the first live[m]
+        queries of memory row m are used (None: all); the others' results are left unspecified."""
+        e = self.energies(query, keys, prev_weights, mask, live)  # (N, T)
         (n, t), m = e.shape, enc.shape[0]
         g = n // m
         if g > 1:
@@ -173,8 +176,10 @@ class LocationAttention(Attention):
             self.conv.weight[:, 0].flip(-1).float(), n)
         return torch.fft.irfft(spec, n)[:, :, k // 2: k // 2 + t].to(dtype)
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
-        """w^T tanh(W s + V h + U conv(prev) + b): (N, T); at inference on CPU, -sum(w) on padded frames."""
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None,
+                 live: list[int] | None = None) -> Tensor:
+        """w^T tanh(W s + V h + U conv(prev) + b): (N, T); at inference on CPU, -sum(w) on padded frames
+        and for the queries past `live`."""
         (m, t, a), n = keys.shape, query.shape[0]
         g = n // m
         f = self.location_features(prev_weights, keys.dtype)  # (N, C, T)
@@ -196,8 +201,9 @@ class LocationAttention(Attention):
             blocks = [(i, min(i + rows, n), keys[i:i + rows], max(valid[i:i + rows])) for i in range(0, n, rows)]
         else:
             rows = min(rows, g)
-            blocks = [(i, min(i + rows, (u + 1) * g), keys[u:u + 1], valid[u]) for u in range(m)
-                      for i in range(u * g, (u + 1) * g, rows)]
+            ends = [u * g + (g if live is None else live[u]) for u in range(m)]
+            blocks = [(i, min(i + rows, ends[u]), keys[u:u + 1], valid[u]) for u in range(m)
+                      for i in range(u * g, ends[u], rows)]
         # score_tanh's sigmoid form, its affine part applied once to all blocks at the end.
         out = keys.new_zeros(n, t)
         buf = keys.new_empty(min(rows, n) * t * a)
@@ -222,7 +228,8 @@ class AdditiveAttention(Attention):
         """Keys V h + b: (B, T, D) -> (B, T, A)."""
         return self.key(enc)
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None,
+                 live: list[int] | None = None) -> Tensor:
         """w^T tanh(W s + V h + b): (N, T)."""
         (m, t, a), n = keys.shape, query.shape[0]
         q = self.query(query).view(m, n // m, 1, a)
@@ -242,7 +249,8 @@ class DotAttention(Attention):
         """Projected keys V h: (B, T, D) -> (B, T, A)."""
         return self.key(enc)
 
-    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None) -> Tensor:
+    def energies(self, query: Tensor, keys: Tensor, prev_weights: Tensor, mask: Tensor | None = None,
+                 live: list[int] | None = None) -> Tensor:
         """(W s) . (V h) / sqrt(A): (N, T)."""
         (m, t, a), n = keys.shape, query.shape[0]
         q = self.query(query).view(m, n // m, a)  # (M, g, A)

@@ -135,10 +135,11 @@ class DecoderState:
         return replace(self._select_rows(idx), source=idx)
 
 
-def sibling_rows(source: Tensor, group: int) -> tuple[Tensor, Tensor] | None:
+def sibling_rows(source: Tensor, group: int) -> tuple[Tensor, Tensor, list[int]] | None:
     """Where rows in groups of `group` per utterance were copied from `source` rows of the same
     utterance: (one row per distinct source, padded to the same count G per utterance: (M x G,);
-    each row's position among those (N,)), or None when no utterance has two rows from one source.
+    each row's position among those (N,); the count of distinct sources per utterance), or None
+    when no utterance has two rows from one source.
     """
     if group == 1:
         return None
@@ -147,7 +148,8 @@ def sibling_rows(source: Tensor, group: int) -> tuple[Tensor, Tensor] | None:
     src, perm = source.view(m, group).sort(dim=1)
     new = torch.ones_like(src, dtype=torch.bool)
     new[:, 1:] = src[:, 1:] != src[:, :-1]  # first of its source, in sorted order
-    g = int(new.sum(dim=1).max())
+    counts = new.sum(dim=1).tolist()
+    g = max(counts)
     if g == group:
         return None
     rank = torch.empty_like(perm).scatter_(1, perm, new.long().cumsum(dim=1) - 1)  # (M, group) slot of each row
@@ -156,7 +158,7 @@ def sibling_rows(source: Tensor, group: int) -> tuple[Tensor, Tensor] | None:
     # will do); slots past an utterance's count keep its first row.
     compact = rows[:, :1].expand(m, g).clone().scatter_(1, rank, rows)
     where = rank + torch.arange(m, device=source.device).unsqueeze(1) * g
-    return compact.view(-1), where.view(-1)
+    return compact.view(-1), where.view(-1), counts
 
 
 class Speller(nn.Module):
@@ -231,9 +233,9 @@ class Speller(nn.Module):
             context, weights = self.attention(query, state.enc, state.keys, state.mask, state.weights)
             gates = self._state_gates(context, state.h[0]) if inference else None
             return context, weights, gates
-        compact, where = rows
+        compact, where, live = rows  # padding rows past `live` are attended only as far as is cheap
         context, weights = self.attention(query.index_select(0, compact), state.enc, state.keys, state.mask,
-                                          state.weights.index_select(0, compact))
+                                          state.weights.index_select(0, compact), live)
         gates = self._state_gates(context, state.h[0].index_select(0, compact))
         return context.index_select(0, where), weights.index_select(0, where), gates.index_select(0, where)
 
