@@ -42,8 +42,9 @@ def bilstm_reference(rnn: torch.nn.LSTM, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_padding_never_changes_an_utterance(impl: str) -> None:
-    listener = make_listener()
+@pytest.mark.parametrize("subsample", ["concat", "skip"])
+def test_padding_never_changes_an_utterance(impl: str, subsample: str) -> None:
+    listener = make_listener(subsample=subsample, projection=4 if subsample == "skip" else 0)
     lengths = [9, 23, 17, 4]
     x, lens = padded_batch(lengths)
     with torch.no_grad():
@@ -85,6 +86,28 @@ def test_reverse_equals_packed_values_and_gradients() -> None:
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
     for p, q in zip(pa, pb):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_skip_subsampling_matches_an_independent_reference() -> None:
+    """ESPnet's blstmp: BiLSTM, every 2nd frame from the first, projection (tanh between layers);
+    7 frames -> 4 -> 2, 12 -> 6 -> 3."""
+    listener = make_listener(layers=3, reduce=(1, 2, 2), projection=4, subsample="skip")
+    assert [rnn.input_size for rnn in listener.rnns] == [5, 4, 4]  # the input size does not grow
+    x, lens = padded_batch([7, 12])
+    with torch.no_grad():
+        out, out_lens = listener(x, lens, impl="reverse")
+        assert out_lens.tolist() == [2, 3] and out.shape[1] == 4  # ceil(ceil(15 / 2) / 2)
+        for i, n in enumerate([7, 12]):
+            y = x[i : i + 1, :n]
+            for layer, (rnn, proj) in enumerate(zip(listener.rnns, listener.projections)):
+                y = bilstm_reference(rnn, y)
+                if layer < 2:
+                    y = y[:, ::2]
+                y = proj(y)
+                if layer < 2:
+                    y = torch.tanh(y)
+            torch.testing.assert_close(out[i : i + 1, : y.shape[1]], y, atol=1e-5, rtol=0)
+            assert torch.all(out[i, y.shape[1]:] == 0)
 
 
 def test_output_lengths_drop_leftover_frames() -> None:
@@ -129,9 +152,12 @@ def test_too_short_utterance_is_a_user_error() -> None:
     x, lens = padded_batch([9, 3])
     with pytest.raises(AsrError, match="utterance 1 of the batch has 3 frames"):
         listener(x, lens)
+    out, out_lens = make_listener(subsample="skip")(x, lens)  # skipping leaves a frame of any input
+    assert out_lens.tolist() == [3, 1]
 
 
-@pytest.mark.parametrize("bad", [dict(reduce=(1, 2)), dict(reduce=(1, 0, 2)), dict(dropout=1.0), dict(hidden=0)])
+@pytest.mark.parametrize("bad", [dict(reduce=(1, 2)), dict(reduce=(1, 0, 2)), dict(dropout=1.0), dict(hidden=0),
+                                 dict(subsample="average")])
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         ListenerConfig(**{"input_dim": 5, **bad})

@@ -1,10 +1,13 @@
 """Pyramidal BiLSTM listener (Chan et al. 2016, "Listen, Attend and Spell").
 
-Each layer may first shorten time by concatenating `k` adjacent frames
-(`(B, T, D) -> (B, T // k, k * D)`), then runs a bidirectional LSTM, then
+Each layer may first shorten time by `k`, then runs a bidirectional LSTM, then
 (optionally) projects `2 * hidden -> projection` with tanh between layers
-(as ESPnet's `blstmp`). Leftover frames of a length that is not a multiple of
-`k` are dropped: an utterance of 7 frames gives 3 frames after a halving layer.
+(as ESPnet's `blstmp`). Time is shortened by concatenating `k` adjacent frames
+(`subsample: concat`, the LAS paper's pyramid: `(B, T, D) -> (B, T // k, k * D)`;
+leftover frames are dropped, an utterance of 7 frames gives 3 after a halving
+layer) or by keeping every k-th frame (`subsample: skip`, ESPnet's `blstmp`:
+`(B, T, D) -> (B, ceil(T / k), D)`, 7 frames give 4; the skip is taken before the
+previous layer's projection, which works frame by frame, so it projects fewer).
 
 Padding never changes an utterance's outputs. Two implementations give the
 same numbers and share one state_dict (each layer is one `nn.LSTM(...,
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 from asr.errors import AsrError
 
 Impl = Literal["auto", "reverse", "packed"]
+Subsample = Literal["concat", "skip"]
 
 
 class ListenerInputError(AsrError):
@@ -54,6 +58,7 @@ class ListenerConfig:
     projection: int = 320  # Linear(2*hidden -> projection) after every layer (tanh except the last); 0 = none
     dropout: float = 0.0  # dropout on every layer's output except the last
     impl: Impl = "auto"  # "reverse" | "packed" | "auto" (packed on CUDA, reverse elsewhere); same results
+    subsample: Subsample = "concat"  # how `reduce` shortens time: "concat" k frames into one, or "skip" to every k-th
 
     def __post_init__(self) -> None:
         if self.input_dim < 0 or self.layers < 1 or self.hidden < 1 or self.projection < 0:
@@ -62,6 +67,8 @@ class ListenerConfig:
             raise ValueError(f"listener: reduce needs one factor >= 1 per layer ({self.layers}), got {self.reduce}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"listener: dropout must be in [0, 1), got {self.dropout}")
+        if self.subsample not in ("concat", "skip"):
+            raise ValueError(f"listener: subsample must be 'concat' or 'skip', got {self.subsample!r}")
 
     @property
     def output_dim(self) -> int:
@@ -76,6 +83,11 @@ class ListenerConfig:
             total *= k
         return total
 
+    @property
+    def min_frames(self) -> int:
+        """Shortest input that leaves an output frame."""
+        return self.total_reduction if self.subsample == "concat" else 1
+
 
 def time_mask(lengths: Tensor, max_len: int) -> Tensor:
     """Boolean (B, T) mask, True on valid frames."""
@@ -87,6 +99,11 @@ def stack_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
     b, t, d = x.shape
     t2 = t // k
     return x[:, : t2 * k].reshape(b, t2, k * d), torch.div(lengths, k, rounding_mode="floor")
+
+
+def skip_frames(x: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Keep every k-th frame, from the first: (B, T, D) -> (B, ceil(T / k), D)."""
+    return x[:, ::k], torch.div(lengths + k - 1, k, rounding_mode="floor")
 
 
 def reverse_index(lengths: Tensor, max_len: int) -> Tensor:
@@ -161,7 +178,8 @@ class Listener(nn.Module):
         self.projections = nn.ModuleList()
         dim = cfg.input_dim
         for k in cfg.reduce:
-            self.rnns.append(nn.LSTM(dim * k, cfg.hidden, batch_first=True, bidirectional=True))
+            self.rnns.append(nn.LSTM(dim * k if cfg.subsample == "concat" else dim, cfg.hidden, batch_first=True,
+                                     bidirectional=True))
             dim = 2 * cfg.hidden
             if cfg.projection:
                 self.projections.append(nn.Linear(dim, cfg.projection))
@@ -187,14 +205,17 @@ class Listener(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.cfg.input_dim or lengths.shape != x.shape[:1]:
             raise ValueError(f"listener: expected (B, T, {self.cfg.input_dim}) and (B,) lengths, "
                              f"got {tuple(x.shape)} and {tuple(lengths.shape)}")
-        _check_lengths(lengths, x.shape[1], self.cfg.total_reduction)
+        _check_lengths(lengths, x.shape[1], self.cfg.min_frames)
         run = _IMPLS[impl or self.impl_for(x.device)]
         lengths = lengths.to(device=x.device, dtype=torch.long)
+        reduce, skip = self.cfg.reduce, self.cfg.subsample == "skip"
         last = len(self.rnns) - 1
-        for i, (k, rnn) in enumerate(zip(self.cfg.reduce, self.rnns)):
-            if k > 1:
-                x, lengths = stack_frames(x, lengths, k)  # (B, T/k, k*D)
+        for i, rnn in enumerate(self.rnns):
+            if reduce[i] > 1 and not (skip and i > 0):  # a later layer's skip came before the projection
+                x, lengths = (skip_frames if skip else stack_frames)(x, lengths, reduce[i])
             y = run(rnn, x, lengths)  # (B, T, 2H)
+            if skip and i < last and reduce[i + 1] > 1:
+                y, lengths = skip_frames(y, lengths, reduce[i + 1])
             if self.projections:
                 y = self.projections[i](y)  # (B, T, P)
                 if i < last:
@@ -206,7 +227,7 @@ class Listener(nn.Module):
 
 
 def _check_lengths(lengths: Tensor, max_len: int, reduction: int) -> None:
-    """Every length must fit the padded tensor and survive the time reduction."""
+    """Every length must fit the padded tensor and survive the time reduction (`reduction` frames)."""
     lo, hi = (int(v) for v in torch.aminmax(lengths))
     if hi > max_len:
         raise ValueError(f"listener: a length ({hi}) exceeds the padded time axis ({max_len})")
