@@ -3,7 +3,7 @@
 
 Usage (from the repository root):
 
-    python bench/decode.py [--threads 1,2] [--dtypes float32,bfloat16] [--queries previous,current] [--repeats 1]
+    python bench/decode.py [--threads 1,2] [--dtypes float32,bfloat16] [--models espnet,las] [--repeats 1]
                            [--with-peers] [--rounds 1] [--json]
 
 Workload and model as bench/train_step.py: the peers' standard batch (workload.py in --peers-dir,
@@ -21,10 +21,11 @@ decoder steps. Every figure includes the encoder, like the peers'.
 --dtypes adds rows with our encoder and decoder in bfloat16 (`asr evaluate --dtype bfloat16`; the
 features and scores stay float32); ESPnet's figures are always float32.
 
---queries picks the speller's decoder order (SpellerConfig.query): "previous", ESPnet's order (the
-attention is queried by the state before the step, as in the peers' ESPnet model, so beam search
-attends once per parent hypothesis), and "current", the LAS paper's (queried by the state after
-the LSTM). Same sizes and parameter count; random weights from the same seed.
+--models picks the form of our model at the peers' size (bench/standard.py): "espnet", the peers'
+ESPnet model's (blstmp encoder keeping every 2nd frame, with ESPnet's encoder parameter count; the
+attention queried by the state before the step, so beam search attends once per parent hypothesis),
+and "las", the LAS paper's (frames concatenated by the pyramid, 1.6 M more encoder parameters; the
+attention queried by the state after the step), our recipes' default. Random weights from one seed.
 
 Real-time factor = decode seconds / audio seconds, audio = input frames x 10 ms. With --with-peers
 (and the peers' ESPnet venv present, see the peers' README) the peers' espnet_las.py runs after our
@@ -73,8 +74,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ctc-weights", default="0,0.3", help="comma-separated CTC weights of the beam rows")
     ap.add_argument("--dtypes", default="float32",
                     help="comma-separated decoding precisions of our model: float32, bfloat16 (asr --dtype)")
-    ap.add_argument("--queries", default="previous,current",
-                    help="comma-separated decoder orders of our speller: previous (ESPnet's), current (LAS paper's)")
+    ap.add_argument("--models", default="espnet,las",
+                    help="comma-separated forms of our model: espnet (the peers' ESPnet model's), las (the LAS paper's)")
     ap.add_argument("--skip-per-utterance", action="store_true", help="only the batched figures")
     ap.add_argument("--with-peers", action="store_true", help="also run the peers' ESPnet benchmark")
     ap.add_argument("--peers-venv", default=os.environ.get("PEERS_VENV_DIR", DEFAULT_VENVS),
@@ -99,11 +100,11 @@ def log(msg: str) -> None:
 class Bench:
     """Times encoder + search of workload utterances on one model."""
 
-    def __init__(self, W, ctc_weight: float, dtype: str = "float32", query: str = "current") -> None:
+    def __init__(self, W, ctc_weight: float, dtype: str = "float32", model: str = "las") -> None:
         import torch
 
         torch.manual_seed(W.SEED)
-        self.model = standard_las(W, ctc_weight=ctc_weight, query=query).eval()
+        self.model = standard_las(W, ctc_weight=ctc_weight, model=model).eval()
         suppress_eos(self.model, W)
         from asr.recognizer import DECODING_DTYPES
 
@@ -152,22 +153,22 @@ def our_figures(W, args: argparse.Namespace) -> list[dict]:
     modes = [True] if args.skip_per_utterance else [False, True]
     beam_utts = list(range(W.N_BEAM_UTTS))
     rows = []
-    dtypes, queries = args.dtypes.split(","), args.queries.split(",")
-    benches = {(w, d, q): Bench(W, w, d, q) for w in sorted({0.0, *ctc_weights}) for d in dtypes for q in queries}
-    for n_threads, dtype, query in [(n, d, q) for n in threads for d in dtypes for q in queries]:
+    dtypes, models = args.dtypes.split(","), args.models.split(",")
+    benches = {(w, d, f): Bench(W, w, d, f) for w in sorted({0.0, *ctc_weights}) for d in dtypes for f in models}
+    for n_threads, dtype, model in [(n, d, f) for n in threads for d in dtypes for f in models]:
         torch.set_num_threads(n_threads)
         plan = [("greedy", 0.0, list(range(W.BATCH)), DecodeOptions(beam_size=1, max_len=W.MAX_DECODE_STEPS))]
         plan += [(f"beam{args.beam}", w, beam_utts,
                   DecodeOptions(beam_size=args.beam, ctc_weight=w, max_len=W.MAX_DECODE_STEPS)) for w in ctc_weights]
         for search, ctc_weight, utts, opts in plan:
-            bench = benches[ctc_weight, dtype, query]
+            bench = benches[ctc_weight, dtype, model]
             bench.run(utts[:1], True, DecodeOptions(beam_size=opts.beam_size, ctc_weight=ctc_weight, max_len=5))
             for batched in modes:
                 fig = bench.timed(utts, batched, opts, args.repeats)
-                row = {"threads": n_threads, "dtype": dtype, "query": query, "search": search,
+                row = {"threads": n_threads, "dtype": dtype, "model": model, "search": search,
                        "ctc_weight": ctc_weight, "mode": "batched" if batched else "per-utterance",
                        "utterances": len(utts), **fig}
-                log(f"{n_threads} threads {dtype} {query} {search} ctc {ctc_weight} {row['mode']}: {fig['seconds']:.3f} s "
+                log(f"{n_threads} threads {dtype} {model} {search} ctc {ctc_weight} {row['mode']}: {fig['seconds']:.3f} s "
                     f"(RTF {fig['rtf']:.4f}) load {os.getloadavg()[0]:.2f}")
                 rows.append(row)
     return rows
@@ -209,7 +210,7 @@ def peer_rows(W, peers: dict[float, dict]) -> list[dict]:
         for key, search, mode, n_utts, audio in figures:
             if key in res:
                 seconds = res[key]["median_s"]
-                rows.append({"toolkit": "espnet", "threads": n_threads, "dtype": "float32", "query": "previous",
+                rows.append({"toolkit": "espnet", "threads": n_threads, "dtype": "float32", "model": "espnet",
                              "search": search, "ctc_weight": mtlalpha,
                              "mode": mode, "utterances": n_utts, "seconds": seconds, "audio_s": round(audio, 2),
                              "rtf": round(seconds / audio, 5), "decode_cpu_util": res.get("decode_cpu_util"),
@@ -227,7 +228,7 @@ def ratios(ours: list[dict], theirs: list[dict]) -> list[dict]:
             if (row["search"], row["mode"], row["threads"], row["ctc_weight"]) == \
                     ("beam10", "batched", es["threads"], es["ctc_weight"]):
                 out.append({"ctc_weight": es["ctc_weight"], "threads": es["threads"], "espnet_mode": es["mode"],
-                            "ours_dtype": row["dtype"], "ours_query": row["query"], "espnet_s": es["seconds"],
+                            "ours_dtype": row["dtype"], "ours_model": row["model"], "espnet_s": es["seconds"],
                             "ours_batched_s": row["seconds"],
                             "speedup": round(es["seconds"] / row["seconds"], 2)})
     return out
@@ -237,10 +238,10 @@ def print_table(res: dict) -> None:
     """Human-readable table of `res`."""
     print(f"decode speed, workload {res['workload']['sum_ilens']} frames in 16 utterances, "
           f"max {res['max_decode_steps']} steps, EOS suppressed; seconds include the encoder")
-    print(f"{'toolkit':8} {'threads':>7} {'dtype':8} {'query':8} {'search':7} {'ctc':>4} {'mode':14} {'utts':>4} "
+    print(f"{'toolkit':8} {'threads':>7} {'dtype':8} {'model':6} {'search':7} {'ctc':>4} {'mode':14} {'utts':>4} "
           f"{'seconds':>9} {'audio s':>8} {'RTF':>8}")
     for row in res["rows"]:
-        print(f"{row.get('toolkit', 'asr'):8} {row['threads']!s:>7} {row['dtype']:8} {row['query']:8} {row['search']:7} "
+        print(f"{row.get('toolkit', 'asr'):8} {row['threads']!s:>7} {row['dtype']:8} {row['model']:6} {row['search']:7} "
               f"{row['ctc_weight']:>4} "
               f"{row['mode']:14} {row['utterances']:>4} {row['seconds']:>9.3f} {row['audio_s']:>8.2f} "
               f"{row['rtf']:>8.4f}")
@@ -251,7 +252,7 @@ def print_table(res: dict) -> None:
         times = f"{r['espnet_s']:.2f} s / {r['ours_batched_s']:.3f} s"
         ratio = (f"median {r['speedup']}x (rounds: {', '.join(f'{x}x' for x in r['round_speedups'])}; "
                  f"median times {times})") if several else f"{times} = {r['speedup']}x"
-        print(f"ESPnet {r['espnet_mode']} beam10 (float32) / our batched beam10 ({r['ours_dtype']}, {r['ours_query']}, "
+        print(f"ESPnet {r['espnet_mode']} beam10 (float32) / our batched beam10 ({r['ours_dtype']}, {r['ours_model']}, "
               f"ctc {r['ctc_weight']}, {r['threads']} threads): {ratio}")
     print(f"load average at start/end: {res['loadavg_start_end']}  (2 cores; > 2 means contended figures)")
 
@@ -272,8 +273,8 @@ def one_round(W, args: argparse.Namespace) -> dict:
             "espnet_raw": {str(k): v for k, v in peers.items()}}
 
 
-ROW_KEY = ("toolkit", "threads", "dtype", "query", "search", "ctc_weight", "mode")
-RATIO_KEY = ("ctc_weight", "threads", "espnet_mode", "ours_dtype", "ours_query")
+ROW_KEY = ("toolkit", "threads", "dtype", "model", "search", "ctc_weight", "mode")
+RATIO_KEY = ("ctc_weight", "threads", "espnet_mode", "ours_dtype", "ours_model")
 
 
 def _by_key(rounds: list[dict], part: str, key: tuple[str, ...]) -> list[list[dict]]:

@@ -21,14 +21,23 @@ def import_workload(peers_dir: str | Path = DEFAULT_PEERS_DIR):
     return workload
 
 
-def standard_las(W, *, ctc_weight: float = 0.0, impl: str = "auto", query: str = "current"):
-    """3 x BiLSTM 320 + projection 320 (x4), 1-layer LSTM 320 speller, location attention 10 x 201;
-    `query` is the speller's decoder order (ESPnet's model is "previous")."""
+# Two forms of the same sizes. "las": the LAS paper's (frames concatenated by the pyramid, the
+# attention queried by the state after the step; our recipes' default). "espnet": the peers' ESPnet
+# model's (blstmp: every 2nd frame kept, so the encoder has ESPnet's 4,931,520 parameters; the
+# attention queried by the state before the step, so beam search attends once per parent).
+MODELS = {"las": {"subsample": "concat", "query": "current"}, "espnet": {"subsample": "skip", "query": "previous"}}
+
+
+def standard_las(W, *, ctc_weight: float = 0.0, impl: str = "auto", model: str = "las"):
+    """3 x BiLSTM 320 + projection 320 (x4), 1-layer LSTM 320 speller, location attention 10 x 201,
+    in the form `model` (a key of MODELS)."""
     from asr.models import AttentionConfig, LASConfig, ListenerConfig, SpellerConfig, build_las
 
+    form = MODELS[model]
     cfg = LASConfig(
-        listener=ListenerConfig(layers=3, hidden=320, reduce=(1, 2, 2), projection=320, dropout=0.0, impl=impl),
-        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0, query=query,
+        listener=ListenerConfig(layers=3, hidden=320, reduce=(1, 2, 2), projection=320, dropout=0.0, impl=impl,
+                                subsample=form["subsample"]),
+        speller=SpellerConfig(embed_dim=320, hidden=320, layers=1, dropout=0.0, query=form["query"],
                               attention=AttentionConfig(kind="location", dim=320, conv_channels=10, conv_kernel=201)),
         ctc_weight=ctc_weight, label_smoothing=0.0)
     # Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
