@@ -67,12 +67,14 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("query", ["current", "previous"])
-def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path, query):
-    """Both decoder orders learn real speech and decode it greedily, by beam search (sharing
-    siblings' attention with query "previous") and in bfloat16."""
+@pytest.mark.parametrize("subsample, query", [("concat", "current"), ("skip", "previous")], ids=["las", "espnet"])
+def test_tiny_model_overfits_eight_real_utterances(eight_utterances, tmp_path, subsample, query):
+    """The LAS paper's form and ESPnet's (frame skipping, the attention queried by the previous
+    state) learn real speech and decode it greedily, by beam search (sharing siblings' attention in
+    ESPnet's order) and in bfloat16."""
     torch.set_num_threads(2)
     config = tiny_config(eight_utterances, tmp_path / "run", train={"max_steps": 150, "validate_every": 75})
+    config["model"]["listener"]["subsample"] = subsample
     config["model"]["speller"]["query"] = query
     cfg = from_dict(ExperimentConfig, config)
     fit(cfg)
