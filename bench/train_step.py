@@ -3,14 +3,15 @@
 
 Usage (from the repository root):
 
-    python bench/train_step.py [--ctc-weight 0.3] [--threads 2] [--json] [--peers-dir DIR]
+    python bench/train_step.py [--ctc-weight 0.3] [--threads 2] [--model las|espnet] [--json] [--peers-dir DIR]
 
 The workload (16 utterances of 500-800 frames of 80-dim features, 60-100 tokens, vocabulary 30)
 comes from `workload.py` of the peer benchmark folder (--peers-dir, default ../shared/bench/peers
 beside the repository), which also benchmarks ESPnet and SpeechBrain on it. The model matches
 the peers' size: 3-layer BiLSTM 320/direction + projection 320, x4 time reduction (layers 2 and 3
-concatenate frame pairs), 1-layer LSTM 320 speller with location attention 10 x 201, features in
-(no front-end). Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
+concatenate frame pairs; with --model espnet they keep every 2nd frame, as ESPnet's blstmp, and the
+attention is queried by the previous decoder state), 1-layer LSTM 320 speller with location
+attention 10 x 201, features in (no front-end). Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
 One step = forward + backward + gradient clipping (5.0) + Adam (lr 1e-3).
 The listener skips padding exactly (like the peers' packed runs) without packed sequences.
 """
@@ -46,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default: workload's, 3)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: workload's, 10)")
     ap.add_argument("--decode-repeats", type=int, default=3, help="timed greedy decodes (0 = skip)")
+    ap.add_argument("--model", default="las", choices=["las", "espnet"],
+                    help="form of the model: the LAS paper's or the peers' ESPnet model's (bench/standard.py)")
     ap.add_argument("--impl", default="auto", choices=["auto", "reverse", "packed"], help="listener implementation")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--label", default="", help="free text copied into the result")
@@ -71,7 +74,7 @@ def main() -> int:
     warmup = W.N_WARMUP if args.warmup is None else args.warmup
     steps = W.N_TIMED if args.steps is None else args.steps
 
-    model = standard_las(W, ctc_weight=args.ctc_weight, impl=args.impl).to(device)
+    model = standard_las(W, ctc_weight=args.ctc_weight, impl=args.impl, model=args.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     w, (feats, ilens, targets, olens) = workload_batch(W, device)
 
@@ -128,10 +131,12 @@ def main() -> int:
         res["decode_cpu_util"] = round((time.process_time() - cpu0) / (time.perf_counter() - wall0), 2)
 
     res["rss_peak_mb"] = W.peak_rss_mb()
-    res["config"] = {"listener": f"3 x BiLSTM 320 + proj 320, reduce (1, 2, 2), impl "
+    res["config"] = {"model": args.model,
+                     "listener": f"3 x BiLSTM 320 + proj 320, reduce (1, 2, 2) "
+                                 f"({model.listener.cfg.subsample}), impl "
                                  f"{model.listener.impl_for(device)} (exact, skips padding)",
-                     "speller": "LSTMCell 320, location attention 320 (10 x 201), input feeding, "
-                                "Linear([s; c] -> 30)",
+                     "speller": f"LSTMCell 320, location attention 320 (10 x 201) queried by the "
+                                f"{model.speller.cfg.query} state, Linear([s; c] -> 30)",
                      "ctc_weight": args.ctc_weight, "device": str(device), "opt": "Adam(lr=1e-3)",
                      "max_grad_norm": 5.0, "max_decode_steps": W.MAX_DECODE_STEPS}
     res["versions"] = {"torch": torch.__version__, "python": platform.python_version()}
