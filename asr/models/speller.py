@@ -233,7 +233,7 @@ class Speller(nn.Module):
             context, weights = self.attention(query, state.enc, state.keys, state.mask, state.weights)
             gates = self._state_gates(context, state.h[0]) if inference else None
             return context, weights, gates
-        compact, where, live = rows  # padding rows past `live` are attended only as far as is cheap
+        compact, where, live = rows  # rows past live[u] are padding: no result of theirs is read
         context, weights = self.attention(query.index_select(0, compact), state.enc, state.keys, state.mask,
                                           state.weights.index_select(0, compact), live)
         gates = self._state_gates(context, state.h[0].index_select(0, compact))
