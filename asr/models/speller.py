@@ -225,14 +225,14 @@ class Speller(nn.Module):
         return torch.sigmoid(o) * torch.tanh(c), c
 
     def _attend_previous(self, state: DecoderState, inference: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        """`query: previous`: context (N, D) and weights (N, T) from the previous state, and at
-        inference the first cell's state gate products (N, 4H); siblings' are computed once."""
+        """`query: previous`: context (N, D) and weights (N, T) from the previous state; where
+        siblings share them (beam search at inference), also the first cell's state gate
+        products (N, 4H), all computed once per parent. Else the gates are None."""
         query = self.dropout(state.h[-1])
         rows = sibling_rows(state.source, state.group) if inference and state.source is not None else None
         if rows is None:
             context, weights = self.attention(query, state.enc, state.keys, state.mask, state.weights)
-            gates = self._state_gates(context, state.h[0]) if inference else None
-            return context, weights, gates
+            return context, weights, None
         compact, where, live = rows  # rows past live[u] are padding: no result of theirs is read
         context, weights = self.attention(query.index_select(0, compact), state.enc, state.keys, state.mask,
                                           state.weights.index_select(0, compact), live)
@@ -248,8 +248,8 @@ class Speller(nn.Module):
             context, weights, gates = self._attend_previous(state, inference=emb is None)
         else:  # input feeding: the previous step's context
             context, gates = state.context, None
-            if emb is None:
-                gates = self._state_gates(context, state.h[0])
+        if emb is None and gates is None:
+            gates = self._state_gates(context, state.h[0])
         x = None if emb is None else torch.cat([emb, context], dim=-1)  # (N, E + D)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):
