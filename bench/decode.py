@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, suppress_eos, workload_batch  # noqa: E402
+from standard import DEFAULT_PEERS_DIR, MODELS, import_workload, standard_las, suppress_eos, workload_batch  # noqa: E402
 
 FRAME_S = 0.01  # one input frame of the workload: 10 ms
 DEFAULT_VENVS = "/tmp/asr-peers"
@@ -75,7 +75,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--dtypes", default="float32",
                     help="comma-separated decoding precisions of our model: float32, bfloat16 (asr --dtype)")
     ap.add_argument("--models", default="espnet,las",
-                    help="comma-separated forms of our model: espnet (the peers' ESPnet model's), las (the LAS paper's)")
+                    help="comma-separated forms of our model: espnet (the peers' ESPnet model's), "
+                         "las (the LAS paper's)")
     ap.add_argument("--skip-per-utterance", action="store_true", help="only the batched figures")
     ap.add_argument("--with-peers", action="store_true", help="also run the peers' ESPnet benchmark")
     ap.add_argument("--peers-venv", default=os.environ.get("PEERS_VENV_DIR", DEFAULT_VENVS),
@@ -89,6 +90,9 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    unknown = sorted(set(args.models.split(",")) - set(MODELS))
+    if unknown:
+        ap.error(f"--models: unknown form {', '.join(unknown)} (known: {', '.join(sorted(MODELS))})")
     return args
 
 
@@ -168,8 +172,8 @@ def our_figures(W, args: argparse.Namespace) -> list[dict]:
                 row = {"threads": n_threads, "dtype": dtype, "model": model, "search": search,
                        "ctc_weight": ctc_weight, "mode": "batched" if batched else "per-utterance",
                        "utterances": len(utts), **fig}
-                log(f"{n_threads} threads {dtype} {model} {search} ctc {ctc_weight} {row['mode']}: {fig['seconds']:.3f} s "
-                    f"(RTF {fig['rtf']:.4f}) load {os.getloadavg()[0]:.2f}")
+                log(f"{n_threads} threads {dtype} {model} {search} ctc {ctc_weight} {row['mode']}: "
+                    f"{fig['seconds']:.3f} s (RTF {fig['rtf']:.4f}) load {os.getloadavg()[0]:.2f}")
                 rows.append(row)
     return rows
 
@@ -241,8 +245,8 @@ def print_table(res: dict) -> None:
     print(f"{'toolkit':8} {'threads':>7} {'dtype':8} {'model':6} {'search':7} {'ctc':>4} {'mode':14} {'utts':>4} "
           f"{'seconds':>9} {'audio s':>8} {'RTF':>8}")
     for row in res["rows"]:
-        print(f"{row.get('toolkit', 'asr'):8} {row['threads']!s:>7} {row['dtype']:8} {row['model']:6} {row['search']:7} "
-              f"{row['ctc_weight']:>4} "
+        print(f"{row.get('toolkit', 'asr'):8} {row['threads']!s:>7} {row['dtype']:8} {row['model']:6} "
+              f"{row['search']:7} {row['ctc_weight']:>4} "
               f"{row['mode']:14} {row['utterances']:>4} {row['seconds']:>9.3f} {row['audio_s']:>8.2f} "
               f"{row['rtf']:>8.4f}")
     several = len(res["rounds"]) > 1
@@ -317,7 +321,8 @@ def main() -> int:
     rows, merged_ratios = over_rounds(rounds)
     res = {"toolkit": "asr", "workload": W.fingerprint(W.make_workload()), "max_decode_steps": W.MAX_DECODE_STEPS,
            "beam_utterances": list(range(W.N_BEAM_UTTS)), "rows": rows, "ratios": merged_ratios,
-           "decode_cpu_util": statistics.median(r["decode_cpu_util"] for r in rounds), "rounds": rounds, "versions": {"torch": torch.__version__, "python": platform.python_version()},
+           "decode_cpu_util": statistics.median(r["decode_cpu_util"] for r in rounds), "rounds": rounds,
+           "versions": {"torch": torch.__version__, "python": platform.python_version()},
            "loadavg_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)]}
     if args.json:
         print(json.dumps(res))

@@ -11,7 +11,8 @@ beside the repository), which also benchmarks ESPnet and SpeechBrain on it. The 
 the peers' size: 3-layer BiLSTM 320/direction + projection 320, x4 time reduction (layers 2 and 3
 concatenate frame pairs; with --model espnet they keep every 2nd frame, as ESPnet's blstmp, and the
 attention is queried by the previous decoder state), 1-layer LSTM 320 speller with location
-attention 10 x 201, features in (no front-end). Token ids follow the workload: 0 = blank/padding, 29 = [GO] and [EOS].
+attention 10 x 201, features in (no front-end). Token ids follow the workload: 0 = blank/padding,
+29 = [GO] and [EOS].
 One step = forward + backward + gradient clipping (5.0) + Adam (lr 1e-3).
 The listener skips padding exactly (like the peers' packed runs) without packed sequences.
 """
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from standard import DEFAULT_PEERS_DIR, import_workload, standard_las, suppress_eos, workload_batch  # noqa: E402
+from standard import DEFAULT_PEERS_DIR, MODELS, import_workload, standard_las, suppress_eos, workload_batch  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps (default: workload's, 3)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: workload's, 10)")
     ap.add_argument("--decode-repeats", type=int, default=3, help="timed greedy decodes (0 = skip)")
-    ap.add_argument("--model", default="las", choices=["las", "espnet"],
+    ap.add_argument("--model", default="las", choices=sorted(MODELS),
                     help="form of the model: the LAS paper's or the peers' ESPnet model's (bench/standard.py)")
     ap.add_argument("--impl", default="auto", choices=["auto", "reverse", "packed"], help="listener implementation")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
