@@ -1,4 +1,5 @@
-"""Feature front-end: padded waveform batches -> (training: silence padding) -> log-mel / MFCC -> CMVN -> SpecAugment.
+"""Feature front-end: padded waveform batches -> (training: silence padding) -> log-mel / MFCC -> (training: VTLP)
+-> CMVN -> SpecAugment.
 
 Every module here takes a zero-padded batch and its lengths and returns features
 and their lengths, `forward(waves (B, N), lengths (B,)) -> (feats (B, T, F), frame_lengths (B,))`,
@@ -29,6 +30,7 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from asr.silence_pad import SilencePad, SilencePadConfig
+from asr.vtlp import VTLP, VTLPConfig
 
 FLT_EPSILON = torch.finfo(torch.float32).eps  # Kaldi's floor on mel energies before the log
 INT16_SCALE = 32768.0  # [-1, 1] floats -> int16 sample values
@@ -822,6 +824,11 @@ class FrontendConfig:
     cmvn: Literal["global", "utterance", "none"] = "global"  # corpus stats in the model, per utterance mean, or none
     specaug: SpecAugmentConfig | None = None  # SpecAugment in training mode; None = off
     silence_pad: SilencePadConfig | None = None  # quiet noise around each wave in training mode; None = off
+    vtlp: VTLPConfig | None = None  # vocal tract length perturbation of the log-mel bands in training mode; None = off
+
+    def __post_init__(self) -> None:
+        if self.vtlp is not None and self.features.kind != "fbank":
+            raise ValueError(f"frontend.vtlp warps Kaldi fbank bands; features.kind is {self.features.kind!r}")
 
 
 class Frontend(nn.Module):
@@ -846,6 +853,9 @@ class Frontend(nn.Module):
         self.specaug = SpecAugment(cfg.specaug) if cfg.specaug is not None else None
         self.silence_pad = (SilencePad(cfg.silence_pad, cfg.features.sample_rate)
                             if cfg.silence_pad is not None else None)
+        f = cfg.features
+        self.vtlp = (VTLP(cfg.vtlp, f.n_mels, f.low_freq, f.high_freq if f.high_freq > 0 else f.sample_rate / 2
+                          + f.high_freq, f.sample_rate) if cfg.vtlp is not None else None)
 
     @property
     def output_dim(self) -> int:
@@ -863,6 +873,8 @@ class Frontend(nn.Module):
         if self.silence_pad is not None:
             waves, lengths = self.silence_pad(waves, lengths)
         feats, frame_lengths = self.features(waves, lengths)
+        if self.vtlp is not None:
+            feats, frame_lengths = self.vtlp(feats, frame_lengths)
         feats, frame_lengths = self.cmvn(feats, frame_lengths)
         if self.specaug is not None:
             feats, frame_lengths = self.specaug(feats, frame_lengths)

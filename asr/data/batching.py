@@ -34,7 +34,7 @@ class Batch:
     waves: torch.Tensor  # (B, N) float32, zero padded
     wave_lengths: torch.Tensor  # (B,) int64 samples
     texts: list[str]  # transcripts as stored (not normalised)
-    durations: list[float]  # declared seconds of each utterance (what bucketing used)
+    durations: list[float]  # seconds of each utterance after speed perturbation (what bucketing used)
     speakers: list[str | None]  # speaker ids
     targets: torch.Tensor | None = None  # (B, U) int64 ids without [GO]/[EOS], padded with the pad id
     target_lengths: torch.Tensor | None = None  # (B,) int64
@@ -81,7 +81,7 @@ def collate(items: Sequence[Decoded], pad_id: int = 0, skipped: int = 0, dropped
         waves=waves,
         wave_lengths=lengths,
         texts=[s.text for s in samples],
-        durations=[s.duration for s in samples],
+        durations=[s.seconds for s in samples],
         speakers=[s.speaker for s in samples],
         targets=targets,
         target_lengths=target_lengths,
@@ -110,7 +110,7 @@ def cut_batches(
     batches: list[list[Sample]] = []
     current: list[Sample] = []
     for s in samples:
-        fits = (len(current) + 1) * s.duration <= batch_seconds
+        fits = (len(current) + 1) * s.seconds <= batch_seconds
         if max_batch_size is not None:
             fits = fits and len(current) < max_batch_size
         if current and not fits:
@@ -138,7 +138,7 @@ def bucket_batches(
 
     def flush(final: bool) -> Iterator[list[Sample]]:
         nonlocal buf
-        batches, rest = cut_batches(sorted(buf, key=lambda s: (s.duration, s.key)), batch_seconds, max_batch_size)
+        batches, rest = cut_batches(sorted(buf, key=lambda s: (s.seconds, s.key)), batch_seconds, max_batch_size)
         if final and rest:
             if drop_last and counts is not None:
                 counts.dropped += len(rest)

@@ -18,7 +18,9 @@ How the data splits over DDP ranks and DataLoader workers (10 shards, 2 ranks,
     w0: s7 s4 s3   w1: s9 s8            w0: s2 s1 s6   w1: s0 s5
 
     in each worker: read tar -> Sample -> duration filter -> shuffle buffer
-      (seed, epoch, rank, worker) -> bucket by duration -> decode, tokenise -> pad
+      (seed, epoch, rank, worker) -> speed factor -> bucket by duration -> decode,
+      speed perturb, tokenise -> pad
+    (in a sorted curriculum epoch: no shuffling, and batches go shortest first)
     the DataLoader then takes one batch from each worker in turn (w0, w1, w0, ...)
 
 A manifest source splits its utterance list the same way (shuffled with
@@ -53,7 +55,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from asr.data.batching import Batch, bucket_batches, collate, empty_batch, shuffle_buffer
-from asr.data.samples import Counts, Sample, decode_samples, filter_duration, read_shard, read_utterances
+from asr.data.samples import (Counts, Sample, assign_speeds, decode_samples, filter_duration, read_shard,
+                              read_utterances)
 from asr.data.sources import ResolvedSource, Source, resolve_source
 from asr.errors import AsrError
 from asr.text import CharTokenizer
@@ -78,6 +81,12 @@ class LoaderConfig:
     min_duration: float | None = None  # drop shorter utterances (seconds); counted in `dropped`
     drop_last: bool = False  # drop the partial last batch of each worker (counted in `dropped`)
     duration_tolerance: float | None = 0.1  # skip audio whose length differs more from the declared one (None: off)
+    # Speed perturbation (Ko et al. 2015): each utterance, each epoch, is played at a factor drawn
+    # from these (for example [0.9, 1.0, 1.1]); empty = off. Training loaders only.
+    speed_perturb: tuple[float, ...] = ()
+    # Curriculum (SortaGrad, Amodei et al. 2016): the first `sorted_epochs` epochs go shortest
+    # utterances first (whole manifest sorted; shards sorted within each bucket buffer).
+    sorted_epochs: int = 0
     pin_memory: bool = False  # page-locked batches for faster copies to a GPU
     prefetch_factor: int = 2  # batches each worker prepares ahead
 
@@ -119,13 +128,21 @@ class _EpochStream(IterableDataset):
         self.source, self.config, self.tokenizer = source, config, tokenizer
         self.rank, self.world_size, self.epoch, self.start = rank, world_size, epoch, start
 
+    @property
+    def shortest_first(self) -> bool:
+        """True in the curriculum's shortest-first epochs."""
+        return self.epoch < self.config.sorted_epochs
+
     def _rng(self, what: str, worker: int) -> random.Random:
         return random.Random(f"{what}:{self.config.seed}:{self.epoch}:{self.rank}:{worker}")
 
     def _samples(self, worker: int, num_workers: int, counts: Counts) -> Iterator[Sample]:
         cfg, src = self.config, self.source
         if src.is_manifest:
-            items = epoch_order(src.utterances, cfg.seed, self.epoch, cfg.shuffle)
+            if self.shortest_first:
+                items = sorted(src.utterances, key=lambda u: (u.duration, u.id))
+            else:
+                items = epoch_order(src.utterances, cfg.seed, self.epoch, cfg.shuffle)
             yield from read_utterances(split(items, self.rank, self.world_size, worker, num_workers), src.name)
             return
         shards = epoch_order(src.shards, cfg.seed, self.epoch, cfg.shuffle)
@@ -137,14 +154,16 @@ class _EpochStream(IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         cfg, counts, sent = self.config, Counts(), Counts()
         samples = filter_duration(self._samples(worker, num_workers, counts), cfg.min_duration, cfg.max_duration, counts)
-        if cfg.shuffle:
+        shuffle = cfg.shuffle and not self.shortest_first
+        if shuffle:
             samples = shuffle_buffer(samples, cfg.shuffle_buffer, self._rng("samples", worker))
+        samples = assign_speeds(samples, tuple(cfg.speed_perturb), self._rng("speed", worker))
         groups = bucket_batches(
             samples,
             batch_seconds=cfg.batch_seconds,
             max_batch_size=cfg.max_batch_size,
             buffer_size=cfg.bucket_buffer,
-            rng=self._rng("batches", worker) if cfg.shuffle else None,
+            rng=self._rng("batches", worker) if shuffle else None,
             drop_last=cfg.drop_last,
             counts=counts,
         )
@@ -196,6 +215,8 @@ class StreamingLoader:
         cfg, src = self.config, self.source
         if cfg.batch_seconds <= 0 or cfg.bucket_buffer < 1 or (cfg.max_batch_size is not None and cfg.max_batch_size < 1):
             raise AsrError(f"loader: batch_seconds, bucket_buffer and max_batch_size must be positive ({cfg})")
+        if any(not 0.5 <= f <= 2.0 for f in cfg.speed_perturb):
+            raise AsrError(f"loader: speed_perturb factors must lie in [0.5, 2], got {list(cfg.speed_perturb)}")
         units, what = (len(src.utterances), "utterances") if src.is_manifest else (len(src.shards), "shards")
         if units < self.world_size:
             raise AsrError(f"{src.name}: {units} {what} cannot feed {self.world_size} ranks; write more, smaller shards")
