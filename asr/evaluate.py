@@ -65,10 +65,11 @@ def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = De
             audio_seconds += float(batch.wave_lengths.sum()) / recognizer.sample_rate
             for i, uid in enumerate(batch.ids):
                 ref = tokenizer.normalize(batch.texts[i])
-                hyp = tokenizer.decode(nbest[i][0].tokens)
+                best = nbest[i][0]
+                hyp = tokenizer.decode(best.tokens)
                 scored = score_utterance(ref, hyp)
                 duration = round(int(batch.wave_lengths[i]) / recognizer.sample_rate, 4)
-                results.append(UtteranceResult(uid, ref, hyp, scored, batch.speakers[i], duration))
+                results.append(UtteranceResult(uid, ref, hyp, scored, batch.speakers[i], duration, best.fallback))
                 errors += scored.errors
                 words += scored.words.reference_length
             bar.update(len(batch.ids))
@@ -77,6 +78,8 @@ def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = De
     if missing:
         log.warning("%s: %d utterance(s) could not be read and are not scored", loader.source.name, missing)
     summary = corpus_summary(results, missing=missing, audio_seconds=audio_seconds, decode_seconds=decode_seconds)
+    if options.ctc_fallback > 0:
+        summary["ctc_fallbacks"] = sum(r.fallback for r in results)
     if report_dir is not None:
         details = {**summary, "source": loader.source.name, "device": str(device),
                    "decode_options": dataclasses.asdict(options)}

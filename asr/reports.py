@@ -45,6 +45,7 @@ class UtteranceResult:
     score: UtteranceScore  # word/char counts and word alignment
     speaker: str | None = None  # speaker id, if known
     duration: float | None = None  # seconds of audio (evaluate only)
+    fallback: bool = False  # the hypothesis is the CTC head's, the attention one being implausible
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready record; the alignment is a list of [op, ref word, hyp word]."""
@@ -55,6 +56,7 @@ class UtteranceResult:
             "chars": chars.reference_length, "char_errors": chars.substitutions + chars.deletions + chars.insertions,
             "cer": round(chars.rate, 4),
             "alignment": [[e.op, e.ref, e.hyp] for e in self.score.alignment],
+            "ctc_fallback": self.fallback,
         }
 
 

@@ -33,10 +33,12 @@ max(limits) + 1 steps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from asr.ctc_decode import ctc_greedy, ctc_prefix_beam_search
 from asr.ctc_prefix import CTCPrefixScorer
 from asr.errors import AsrError
 
@@ -52,6 +54,10 @@ class SearchError(AsrError):
 class DecodeOptions:
     """How `decode` searches; the defaults give greedy decoding."""
 
+    # Which output decodes: the attention speller (CTC prefix scores join with ctc_weight), or the
+    # CTC head alone (best path with beam_size 1, else prefix beam search; lm_weight and
+    # length_penalty apply, the attention options do not).
+    decoder: Literal["attention", "ctc"] = "attention"
     beam_size: int = 1  # hypotheses kept per utterance; 1 = greedy (greedy_search's result with these defaults)
     ctc_weight: float = 0.0  # weight of CTC prefix scores, (1 - w) * att + w * ctc; needs a model with a CTC head
     lm_weight: float = 0.0  # shallow fusion: score += lm_weight * log P_lm per token; needs an lm
@@ -72,6 +78,10 @@ class DecodeOptions:
     attention_guard: bool = False
     guard_max_backward: int = 3  # frames the peak may move back per step
     guard_max_stall: int = 6  # steps in a row the peak may stay put (or move back within the limit)
+    # Per-utterance fallback to the CTC head's best path when the attention hypothesis is
+    # implausible: the attention guard stopped it, or its length differs from the CTC path's by
+    # more than ctc_fallback x that length (+ 2 characters). 0 = off. The hypothesis is flagged.
+    ctc_fallback: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beam_size < 1 or self.nbest < 1 or self.ctc_beam < 0:
@@ -87,6 +97,10 @@ class DecodeOptions:
             raise SearchError(f"max_len must be >= 1 (or None), got {self.max_len}")
         if self.guard_max_backward < 0 or self.guard_max_stall < 0:
             raise SearchError("guard_max_backward and guard_max_stall must be >= 0")
+        if self.decoder not in ("attention", "ctc"):
+            raise SearchError(f"decoder must be 'attention' or 'ctc', got {self.decoder!r}")
+        if self.ctc_fallback < 0:
+            raise SearchError(f"ctc_fallback must be >= 0, got {self.ctc_fallback}")
 
 
 @dataclass
@@ -98,6 +112,8 @@ class Hypothesis:
     # Components: "att", "ctc", "lm" = unweighted log-probabilities of the whole hypothesis, [EOS]
     # included (0 when not used); "length" = the penalty total.
     scores: dict[str, float] = field(default_factory=dict)
+    guarded: bool = False  # the attention guard ended it
+    fallback: bool = False  # the CTC head's best path, standing in for an implausible attention hypothesis
 
 
 def token_limits(enc_lengths: Tensor, max_len_ratio: float, max_len: int | None) -> Tensor:
@@ -151,13 +167,56 @@ def decode(model: nn.Module, enc: Tensor, enc_lengths: Tensor, options: DecodeOp
     `lm` (a CharLM or anything with `init_state(batch)` / `step(state, tokens)`) is used when
     options.lm_weight > 0. See the module docstring for the search and DecodeOptions for the knobs.
     """
-    if options.ctc_weight > 0 and getattr(model, "ctc", None) is None:
-        raise SearchError("ctc_weight > 0 needs a model with a CTC head (this one was trained without CTC)")
+    needs_ctc = options.ctc_weight > 0 or options.decoder == "ctc" or options.ctc_fallback > 0
+    if needs_ctc and getattr(model, "ctc", None) is None:
+        raise SearchError("ctc_weight > 0, decoder 'ctc' and ctc_fallback need a model with a CTC head "
+                          "(this one was trained without CTC)")
     if options.lm_weight > 0 and lm is None:
         raise SearchError("lm_weight > 0 needs a language model")
     if enc.shape[0] == 0:
         return []
-    return _BeamSearch(model, enc, enc_lengths, options, lm if options.lm_weight > 0 else None).run()
+    lm = lm if options.lm_weight > 0 else None
+    if options.decoder == "ctc":
+        return ctc_search(model, enc, enc_lengths, options, lm)
+    results = _BeamSearch(model, enc, enc_lengths, options, lm).run()
+    if options.ctc_fallback > 0:
+        results = _with_ctc_fallback(model, enc, enc_lengths, results, options.ctc_fallback)
+    return results
+
+
+def ctc_search(model: nn.Module, enc: Tensor, enc_lengths: Tensor, options: DecodeOptions,
+               lm: nn.Module | None = None) -> list[list[Hypothesis]]:
+    """N-best lists from the CTC head alone: best path (beam_size 1), else prefix beam search."""
+    head = model.ctc
+    log_probs = head.log_probs(enc)  # (B, T, V) float32
+    if options.beam_size == 1 and lm is None:
+        return [[Hypothesis(tokens, 0.0, {"ctc": 0.0})] for tokens in ctc_greedy(log_probs, enc_lengths, head.blank_id)]
+    out = []
+    for b in range(enc.shape[0]):
+        hyps = ctc_prefix_beam_search(log_probs[b], int(enc_lengths[b]), beam=options.beam_size, blank=head.blank_id,
+                                      lm=lm, lm_weight=options.lm_weight, length_bonus=options.length_penalty,
+                                      go_id=model.go_id, eos_id=model.eos_id, token_beam=options.ctc_beam or None,
+                                      nbest=options.nbest)
+        out.append([Hypothesis(h.tokens, h.score, {"ctc": h.ctc, "lm": h.lm}) for h in hyps])
+    return out
+
+
+def implausible(att_len: int, ctc_len: int, margin: float) -> bool:
+    """True when an attention hypothesis of att_len labels disagrees with CTC's ctc_len beyond the margin."""
+    return abs(att_len - ctc_len) > margin * ctc_len + 2
+
+
+def _with_ctc_fallback(model: nn.Module, enc: Tensor, enc_lengths: Tensor, results: list[list[Hypothesis]],
+                       margin: float) -> list[list[Hypothesis]]:
+    """Replace the N-best list of each utterance whose best hypothesis is implausible by CTC's best path."""
+    paths = ctc_greedy(model.ctc.log_probs(enc), enc_lengths, model.ctc.blank_id)
+    out = []
+    for nbest, path in zip(results, paths):
+        best = nbest[0]
+        if best.guarded or implausible(len(best.tokens), len(path), margin):
+            nbest = [Hypothesis(path, NEG_INF, {"ctc": 0.0}, guarded=best.guarded, fallback=True)]
+        out.append(nbest)
+    return out
 
 
 class _BeamSearch:
@@ -203,9 +262,10 @@ class _BeamSearch:
         self.hist = torch.zeros(b, k, int(limit.max()) + 1, dtype=torch.long, device=dev)
         self.peak = torch.full((b * k,), -1, dtype=torch.long, device=dev)  # (N,) attention peak frame
         self.stall = torch.zeros(b * k, dtype=torch.long, device=dev)  # (N,) steps without moving forward
+        self.guard_stop = torch.zeros(b * k, dtype=torch.bool, device=dev)  # (N,) stopped by the guard this step
         # Finished hypotheses, best first: rank score, components, lengths, tokens.
         self.p_rank = torch.full((b, k), NEG_INF, device=dev)  # (B, P)
-        self.p_comp = torch.zeros(3, b, k, device=dev)  # (3, B, P): att, ctc, lm
+        self.p_comp = torch.zeros(4, b, k, device=dev)  # (4, B, P): att, ctc, lm, 1 if the guard ended it
         self.p_len = torch.zeros(b, k, dtype=torch.long, device=dev)
         self.p_tok = torch.zeros_like(self.hist)
         self.done = torch.zeros(b, dtype=torch.bool, device=dev)
@@ -297,7 +357,8 @@ class _BeamSearch:
         eos_col = full[:, eos]
         stop = (self.limit == i).repeat_interleave(self.k)  # (N,) hypotheses that may only end
         if opts.attention_guard:
-            stop = stop | self._guard()
+            self.guard_stop = self._guard()
+            stop = stop | self.guard_stop
         allow = allow | stop
         full = full.masked_fill(stop.unsqueeze(1), NEG_INF)
         return full.index_copy(1, self.eos_idx, torch.where(allow, eos_col, NEG_INF).unsqueeze(1))
@@ -356,9 +417,10 @@ class _BeamSearch:
         att = self.att.gather(1, src) + att_lp[rows, self.eos]
         ctc = eos_psi[rows].to(att.dtype) if eos_psi is not None else torch.zeros_like(att)
         lm = self.lm_sum.gather(1, src) + lm_lp[rows, self.eos] if lm_lp is not None else torch.zeros_like(att)
+        guarded = self.guard_stop[rows].to(att.dtype)
         tokens = self.hist.gather(1, src.unsqueeze(-1).expand_as(self.hist))
         total = total.masked_fill(~fin, NEG_INF)
-        self._merge(self._rank(total, i), torch.stack([att, ctc, lm]), i, tokens)
+        self._merge(self._rank(total, i), torch.stack([att, ctc, lm, guarded]), i, tokens)
 
     def _merge(self, rank: Tensor, comp: Tensor, length: int, tokens: Tensor) -> None:
         """Keep the best P of the pool and the new finished hypotheses (rank (B, K'), -inf = none)."""
@@ -366,7 +428,7 @@ class _BeamSearch:
         rank_all = torch.cat([self.p_rank, rank], dim=1)  # (B, P + K')
         best = rank_all.topk(p, dim=1).indices  # (B, P)
         self.p_rank = rank_all.gather(1, best)
-        self.p_comp = torch.cat([self.p_comp, comp], dim=2).gather(2, best.unsqueeze(0).expand(3, -1, -1))
+        self.p_comp = torch.cat([self.p_comp, comp], dim=2).gather(2, best.unsqueeze(0).expand(len(comp), -1, -1))
         self.p_len = torch.cat([self.p_len, torch.full_like(rank, length, dtype=torch.long)], dim=1).gather(1, best)
         best_tok = best.unsqueeze(-1).expand(-1, -1, self.p_tok.shape[2])
         self.p_tok = torch.cat([self.p_tok, tokens], dim=1).gather(1, best_tok)
@@ -384,7 +446,8 @@ class _BeamSearch:
                     break
                 n = lens[j][p]
                 hyps.append(Hypothesis(toks[j][p][:n], ranks[j][p], {
-                    "att": comps[0][j][p], "ctc": comps[1][j][p], "lm": comps[2][j][p], "length": lp * (n + 1)}))
+                    "att": comps[0][j][p], "ctc": comps[1][j][p], "lm": comps[2][j][p], "length": lp * (n + 1)},
+                    guarded=comps[3][j][p] > 0))
             if not hyps:  # every path was impossible (e.g. CTC prefix scores of -inf)
                 hyps.append(Hypothesis([], NEG_INF, {"att": NEG_INF, "ctc": NEG_INF, "lm": 0.0, "length": lp}))
             self.results[self.utt_ids[row]] = hyps
@@ -401,7 +464,7 @@ class _BeamSearch:
                      "p_rank", "p_len", "p_tok"):
             setattr(self, name, getattr(self, name).index_select(0, keep))
         self.p_comp = self.p_comp.index_select(1, keep)
-        for name in ("tokens", "peak", "stall"):
+        for name in ("tokens", "peak", "stall", "guard_stop"):
             setattr(self, name, getattr(self, name).index_select(0, rows))
         self.dec = self.dec.index_select(rows)
         if self.lm_state is not None:

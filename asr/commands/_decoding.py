@@ -18,6 +18,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     """The fields of asr.search.DecodeOptions, and the language model file."""
     group = parser.add_argument_group("search")
+    group.add_argument("--decoder", choices=["attention", "ctc"], default="attention",
+                       help="decode with the attention speller, or with the CTC head alone (best path, or "
+                            "prefix beam search with --beam-size > 1)")
     group.add_argument("--beam-size", type=int, default=1, help="hypotheses kept per utterance (1 = greedy)")
     group.add_argument("--ctc-weight", type=float, default=0.0,
                        help="weight of CTC prefix scores in [0, 1] (needs a model with a CTC head; 0.3 is usual)")
@@ -32,6 +35,10 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-len-ratio", type=float, default=1.0, help="max output tokens per encoder frame")
     group.add_argument("--attention-guard", action="store_true",
                        help="end hypotheses whose attention stalls or jumps back")
+    group.add_argument("--ctc-fallback", type=float, default=0.0, metavar="MARGIN",
+                       help="use the CTC head's best path for an utterance whose attention hypothesis the "
+                            "guard stopped or whose length differs from CTC's by more than MARGIN x its "
+                            "length + 2 (flagged in results.jsonl; 0 = off)")
 
 
 def decode_options(args: argparse.Namespace) -> Any:
@@ -39,7 +46,7 @@ def decode_options(args: argparse.Namespace) -> Any:
     from asr.search import DecodeOptions
 
     lm_weight = args.lm_weight if args.lm_weight is not None else (0.3 if args.lm else 0.0)
-    return DecodeOptions(beam_size=args.beam_size, ctc_weight=args.ctc_weight, lm_weight=lm_weight,
+    return DecodeOptions(decoder=args.decoder, ctc_fallback=args.ctc_fallback, beam_size=args.beam_size, ctc_weight=args.ctc_weight, lm_weight=lm_weight,
                          length_penalty=args.length_penalty, length_normalize=args.length_normalize,
                          eos_threshold=args.eos_threshold, min_len_ratio=args.min_len_ratio,
                          max_len_ratio=args.max_len_ratio, attention_guard=args.attention_guard)
