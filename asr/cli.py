@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "vocab": "asr.commands.vocab",
     "train": "asr.commands.train",
     "average": "asr.commands.average",
+    "lm-text": "asr.commands.lm_text",
     "train-lm": "asr.commands.train_lm",
     "score": "asr.commands.score",
     "evaluate": "asr.commands.evaluate",

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import doctest
+import json
+import logging
 import math
 import random
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
+import asr.lm_train
 import asr.models.lm
 from asr.checkpoint import save_checkpoint
 from asr.cli import main
-from asr.lm_train import LMConfig, LMDataError, perplexity, read_sentences, train_lm
+from asr.lm_train import LMConfig, LMDataError, PackedSentences, perplexity, read_corpus, read_sentences, train_lm
 from asr.models.lm import CharLM, CharLMConfig, LMError, load_lm
+import asr.text
 from asr.text import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,3 +123,93 @@ def test_docstring_example_and_vocabulary_check(tmp_path) -> None:
     lm.vocab = ["<blank>", "[GO]", "[EOS]", "[UNK]", "a", "b"]
     with pytest.raises(LMError, match="differs"):
         lm.check_vocab(["<blank>", "[GO]", "[EOS]", "[UNK]", "a", "c"])
+
+
+def old_read_sentences(paths, tokenizer, max_chars):
+    """The reader before PackedSentences: every file read whole, a list of ids per line."""
+    sentences = []
+    for path in map(Path, paths):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if path.suffix == ".jsonl":
+                line = json.loads(line)["text"] if line.strip() else ""
+            try:
+                ids = tokenizer.encode(line)
+            except asr.text.OOVError:
+                continue
+            sentences += [ids[i : i + max_chars] for i in range(0, len(ids), max_chars)]
+    return [s for s in sentences if s]
+
+
+def test_packed_reading_gives_the_ids_of_the_old_reader(text_files, tmp_path) -> None:
+    text, vocab = text_files
+    tok = CharTokenizer.load(vocab)
+    odd = tmp_path / "odd.txt"  # CRLF, a bare CR, U+2028, blank lines, a long line and an OOV one
+    odd.write_bytes("one two\r\nthree\rfour\u2028five\n\n\nsix six six six six six\nsix \u00e9\n".encode())
+    manifest = tmp_path / "dev.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "text": "Two, THREE!"}) + "\n\n" + json.dumps({"text": "six"}) + "\n")
+    paths = [text, odd, manifest]
+    packed = read_corpus(paths, tok, max_chars=9)
+    assert packed.to_lists() == old_read_sentences(paths, tok, 9) == read_sentences(paths, tok, 9)
+    assert packed.ids.dtype == torch.uint8 and len(packed) == len(read_sentences(paths, tok, 9))
+    # Padding a batch from the flat storage == padding the lists.
+    idx = torch.tensor([len(packed) - 1, 0, 5])
+    tokens, lengths = packed.pad(idx)
+    for row, i in enumerate(idx.tolist()):
+        assert tokens[row, : lengths[row]].tolist() == packed[i] and not tokens[row, lengths[row] :].any()
+
+
+def test_training_stops_within_max_steps_or_max_minutes(text_files, tmp_path) -> None:
+    text, vocab = text_files
+    cfg = LMConfig(model=TINY, epochs=50, batch_size=16, device="cpu", max_steps=3)
+    summary = train_lm(cfg, [text], vocab, tmp_path / "steps.pt")
+    assert summary["updates"] == 3 and summary["stopped"] == "max_steps" and summary["epochs"] < 1
+    assert load_lm(tmp_path / "steps.pt").vocab == CharTokenizer.load(vocab).symbols
+    cfg = LMConfig(model=TINY, epochs=50, batch_size=16, device="cpu", max_minutes=1e-9)
+    summary = train_lm(cfg, [text], vocab, tmp_path / "minutes.pt")
+    assert summary["updates"] == 1 and summary["stopped"] == "max_minutes"  # stops at the first update boundary
+    assert math.isfinite(torch.load(tmp_path / "minutes.pt", weights_only=True)["train_state"]["dev_perplexity"])
+    load_lm(tmp_path / "minutes.pt")
+    with pytest.raises(ValueError, match="max_steps"):
+        LMConfig(max_steps=-1)
+
+
+def test_periodic_evaluation_keeps_the_best_model(text_files, tmp_path, caplog) -> None:
+    text, vocab = text_files
+    # No held-out share: perplexity is measured on every line, which the test can recompute. With this
+    # large learning rate it falls and rises again (best at update 5 of 8 here), so the best is not the last.
+    cfg = LMConfig(model=TINY, epochs=1, batch_size=8, lr=1.0, grad_clip=0.0, dev_fraction=0.0, device="cpu",
+                   max_steps=8, eval_every=1)
+    with caplog.at_level(logging.DEBUG, logger="asr.lm_train"):
+        summary = train_lm(cfg, [text], vocab, tmp_path / "lm.pt")
+    measured = {int(m[1]): float(m[2]) for m in (re.match(r"update (\d+): held-out perplexity ([\d.]+)", r.message)
+                                                 for r in caplog.records) if m}
+    assert sorted(measured) == list(range(1, 9))
+    assert summary["best_update"] == min(measured, key=measured.get)
+    assert summary["dev_perplexity"] == pytest.approx(min(measured.values()), rel=1e-6)
+    lines = read_sentences([text], CharTokenizer.load(vocab), cfg.max_chars)
+    assert perplexity(load_lm(tmp_path / "lm.pt"), lines) == pytest.approx(summary["dev_perplexity"], rel=1e-5)
+
+
+def test_eval_text_perplexity_is_that_of_the_written_model(text_files, tmp_path, capsys) -> None:
+    text, vocab = text_files
+    eval_lines = [line.title() + "." for line in corpus(30, seed=7)]  # normalised like the training text
+    manifest = tmp_path / "dev.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(eval_lines)))
+    out = tmp_path / "lm.pt"
+    code = main(["train-lm", str(text), "--vocab", str(vocab), "--out", str(out), "--eval-text", str(manifest),
+                 "--set", "max_steps=6", "--set", "eval_every=3", "--set", "model.hidden=16",
+                 "--set", "model.layers=1", "--set", "device=cpu", "--json", "--no-progress"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    tok = CharTokenizer.load(vocab)
+    expected = perplexity(load_lm(out), [tok.encode(t) for t in eval_lines])
+    assert summary["eval_lines"] == 30 and summary["eval_perplexity"] == pytest.approx(expected, abs=1e-3)
+    assert torch.load(out, weights_only=True)["train_state"]["eval_perplexity"] == summary["eval_perplexity"]
+    assert main(["train-lm", str(text), "--vocab", str(vocab), "--out", str(out), "--eval-text",
+                 str(tmp_path / "missing.txt"), "--no-progress"]) == 1
+    assert "missing.txt: cannot read text" in capsys.readouterr().err
+
+
+def test_packed_sentences_docstring() -> None:
+    assert doctest.testmod(asr.lm_train).failed == 0
+    assert PackedSentences.from_lists([[5], [6, 7]]).to_lists() == [[5], [6, 7]]
