@@ -15,11 +15,11 @@ import torch
 
 import asr.lm_train
 import asr.models.lm
+import asr.text
 from asr.checkpoint import save_checkpoint
 from asr.cli import main
 from asr.lm_train import LMConfig, LMDataError, PackedSentences, perplexity, read_corpus, read_sentences, train_lm
 from asr.models.lm import CharLM, CharLMConfig, LMError, load_lm
-import asr.text
 from asr.text import CharTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -55,8 +55,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from asr.data.batching import Batch, bucket_batches, collate, empty_batch, shuffle_buffer
-from asr.data.samples import (Counts, Sample, assign_speeds, decode_samples, filter_duration, read_shard,
-                              read_utterances)
+from asr.data.samples import Counts, Sample, assign_speeds, decode_samples, filter_duration, read_shard, read_utterances
 from asr.data.sources import ResolvedSource, Source, resolve_source
 from asr.errors import AsrError
 from asr.text import CharTokenizer

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
-import random
 from dataclasses import dataclass, replace
 
 import torch
