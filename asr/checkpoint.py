@@ -79,6 +79,32 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {first.split('. ')[0]}"[:300]
 
 
+def init_weights(model: torch.nn.Module, path: str | Path, vocab: list[str]) -> None:
+    """Fine-tuning: copy a checkpoint's weights (CMVN statistics included) into `model`, nothing else.
+
+    The vocabulary must be the same, symbol for symbol (an output id means a character), and
+    every tensor must exist in both with the same shape; CheckpointError names the first that
+    does not. Optimizer, schedule and step are not taken: training starts at step 0.
+    """
+    ckpt = load_checkpoint(path)
+    theirs = list(ckpt.get("vocab", []))
+    if theirs != list(vocab):
+        extra = sorted(set(theirs) ^ set(vocab))
+        detail = f"symbols in one only: {extra[:10]}" if extra else "the same symbols in another order"
+        raise CheckpointError(f"{path}: its vocabulary ({len(theirs)} symbols) differs from this run's "
+                              f"({len(vocab)}): {detail}")
+    state, mine = ckpt["model"], model.state_dict()
+    for key in sorted(set(state) ^ set(mine)):
+        where = "the checkpoint" if key in state else "this model"
+        raise CheckpointError(f"{path}: tensor {key} exists only in {where}; the architectures differ")
+    for key, value in mine.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(state[key].shape)} there and "
+                                  f"{tuple(value.shape)} here; the architectures differ")
+    model.load_state_dict(state)
+    log.info("initialised the model from %s", path)
+
+
 def load_first_good(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
     """Load the first readable checkpoint of `paths`, warning about each bad one skipped."""
     for path in paths:

@@ -26,7 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from asr import distributed
-from asr.checkpoint import load_first_good, save_checkpoint
+from asr.checkpoint import init_weights, load_first_good, save_checkpoint
 from asr.config import save_config, to_dict
 from asr.data.loader import LoaderConfig, make_loader
 from asr.errors import AsrError
@@ -72,6 +72,14 @@ class TrainConfig:
     validate_every: int = 0  # updates between validations (0 = at the end of each epoch)
     checkpoint_every: int = 0  # updates between `last.pt` writes (0 = at each validation)
     keep_best: int = 3  # best checkpoints kept (ranked by best_by)
+    # Fine-tuning: a checkpoint whose weights (CMVN statistics included) start a fresh run; its
+    # vocabulary and every shape must match. Ignored when the run resumes from its own checkpoint.
+    init_from: str | None = None
+    # CTC-weight schedule: the loss weight of CTC goes linearly from ctc_weight_start to
+    # model.ctc_weight over the first ctc_weight_steps updates (None: model.ctc_weight throughout).
+    # Starting high lets the encoder learn to read speech through CTC before the attention aligns.
+    ctc_weight_start: float | None = None
+    ctc_weight_steps: int = 0
     # What ranks them: dev loss, or the greedy dev CER / WER of each validation. With label
     # smoothing the dev loss can rise while the error rates still fall (a model's attention
     # learning to align late), and the loss then keeps checkpoints from before the alignment.
@@ -133,6 +141,10 @@ class Trainer:
         _seed_everything(cfg.train.seed + dist.rank)
 
         self.tokenizer = load_tokenizer(cfg.data.vocab, cfg.data.train, cfg.text)
+        if cfg.train.ctc_weight_start is not None and not (0.0 <= cfg.train.ctc_weight_start <= 1.0
+                                                           and cfg.model.ctc_weight > 0):
+            raise TrainingError("train.ctc_weight_start needs a value in [0, 1] and a model with a CTC head "
+                                "(model.ctc_weight > 0)")
         self.model = build_model(cfg.frontend, cfg.model, self.tokenizer).to(device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.schedule = Schedule(self.optimizer, cfg.optim, total_steps=cfg.train.max_steps)
@@ -153,6 +165,8 @@ class Trainer:
             self.schedule.load_state_dict(ckpt["train_state"]["schedule"])
             self.scaler.load_state_dict(ckpt["train_state"]["scaler"])
             self.state = _restore_state(ckpt["train_state"])
+        elif cfg.train.init_from:
+            init_weights(self.model, cfg.train.init_from, list(self.tokenizer.symbols))
         elif cfg.frontend.cmvn == "global":
             # Identical on every rank: the same first utterances, read in order, no rank split.
             compute_global_cmvn(self.model, cfg.data.train, limit=cfg.data.cmvn_utterances, device=device)
@@ -234,6 +248,10 @@ class Trainer:
 
     def forward_backward(self, batch, accum: int, sync: bool) -> dict:
         """Loss of one batch and its (scaled, 1/accum) gradients, summed into .grad."""
+        train = self.cfg.train
+        if train.ctc_weight_start is not None:
+            self.model.ctc_weight = ctc_weight_at(self.state.step, self.cfg.model.ctc_weight, train.ctc_weight_start,
+                                                  train.ctc_weight_steps)
         with _no_sync(self.train_model, not sync):  # backward too: DDP all-reduces during it
             with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
                 out = self.train_model(batch.waves, batch.wave_lengths, batch.targets, batch.target_lengths)
@@ -247,7 +265,8 @@ class Trainer:
         if state.step % self.cfg.train.log_every == 0 or state.step == 1:
             record = {"kind": "train", "step": state.step, "epoch": state.epoch,
                       **{k: _item(v) for k, v in out.items() if k in LOGGED},
-                      "grad_norm": grad_norm, "lr": self.schedule.lr, **self.meter.rates(),
+                      "grad_norm": grad_norm, "lr": self.schedule.lr, "ctc_weight": self.model.ctc_weight,
+                      **self.meter.rates(),
                       "skipped_audio": self.loader.skipped, "dropped": self.loader.dropped,
                       "nonfinite": state.nonfinite_total}
             if self.dist.is_main:
@@ -295,6 +314,13 @@ class Trainer:
 
 
 LOGGED = ("loss", "att_loss", "ctc_loss", "accuracy")  # model outputs written to the training log
+
+
+def ctc_weight_at(step: int, final: float, start: float, steps: int) -> float:
+    """The CTC loss weight after `step` updates: linear from `start` to `final` over `steps` updates."""
+    if step >= steps:
+        return final
+    return start + (final - start) * step / steps
 
 
 @torch.no_grad()
@@ -406,7 +432,7 @@ def _make_dev_loader(cfg: ExperimentConfig, tokenizer):
     """The whole dev set, in order, on this process (no rank split, no duration filter)."""
     return make_loader(cfg.data.dev, cfg.data.loader, tokenizer=tokenizer, rank=0, world_size=1,
                        sample_rate=cfg.frontend.features.sample_rate, shuffle=False, max_duration=None,
-                       min_duration=None, drop_last=False)
+                       min_duration=None, drop_last=False, speed_perturb=(), sorted_epochs=0)
 
 
 def _progress(dist, state: TrainState, cfg: ExperimentConfig):

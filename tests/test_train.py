@@ -14,14 +14,15 @@ import pytest
 import torch
 import yaml
 
-from asr.checkpoint import load_checkpoint
+from asr.checkpoint import CheckpointError, load_checkpoint
 from asr.config import from_dict
 from asr.data.manifest import read_manifest, write_manifest
 from asr.distributed import resolve_device
 from asr.errors import AsrError
 from asr.recognizer import load_model
 from asr.search import DecodeOptions
-from asr.train import ExperimentConfig, _find_checkpoint, fit
+from asr.text import CharTokenizer
+from asr.train import ExperimentConfig, Trainer, _find_checkpoint, ctc_weight_at, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,3 +262,45 @@ def test_best_checkpoints_are_ranked_by_the_chosen_dev_score(eight_utterances, t
     state = load_checkpoint(run / "last.pt")["train_state"]
     assert state["best_by"] == "loss" and [name for _, name in state["best"]] == ["best-step10.pt"]
     assert all((run / name).exists() for _, name in by_cer)
+
+
+def test_init_from_loads_the_weights_and_refuses_another_vocabulary_or_shape(eight_utterances, tmp_path):
+    """Fine-tuning starts from a checkpoint's weights (CMVN included) at step 0; a checkpoint whose
+    vocabulary or shapes differ is refused with the reason."""
+    fit(from_dict(ExperimentConfig, tiny_config(eight_utterances, tmp_path / "source", train={"max_steps": 2})))
+    source = tmp_path / "source" / "last.pt"
+    trainer = Trainer(from_dict(ExperimentConfig, tiny_config(
+        eight_utterances, tmp_path / "tuned", train={"max_steps": 2, "init_from": str(source)})), progress=False)
+    try:
+        assert trainer.state.step == 0
+        theirs = load_checkpoint(source)["model"]
+        for key, value in trainer.model.state_dict().items():
+            assert torch.equal(value, theirs[key]), key
+    finally:
+        trainer.close()
+
+    symbols = load_checkpoint(source)["vocab"]
+    other_vocab = tmp_path / "vocab.txt"  # one character fewer
+    CharTokenizer(symbols[:-1]).save(other_vocab)
+    bad_vocab = tiny_config(eight_utterances, tmp_path / "bad", train={"init_from": str(source)})
+    bad_vocab["data"]["vocab"] = str(other_vocab)
+    with pytest.raises(CheckpointError, match="vocabulary"):
+        Trainer(from_dict(ExperimentConfig, bad_vocab), progress=False)
+    bad_shape = tiny_config(eight_utterances, tmp_path / "bad2", train={"init_from": str(source)})
+    bad_shape["model"]["listener"]["hidden"] = 32
+    with pytest.raises(CheckpointError, match=r"tensor listener\.rnns\.0\.weight_ih_l0 has shape"):
+        Trainer(from_dict(ExperimentConfig, bad_shape), progress=False)
+
+
+def test_ctc_weight_schedule_goes_from_start_to_the_model_weight(eight_utterances, tmp_path):
+    assert [ctc_weight_at(s, 0.3, 0.9, 4) for s in range(6)] == pytest.approx([0.9, 0.75, 0.6, 0.45, 0.3, 0.3])
+    cfg = from_dict(ExperimentConfig, tiny_config(eight_utterances, tmp_path / "run", train={
+        "max_steps": 6, "log_every": 1, "ctc_weight_start": 1.0, "ctc_weight_steps": 4}))
+    fit(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    logged = [r["ctc_weight"] for r in records if r["kind"] == "train"]
+    # each record is written after its update: update k (1-based) used the weight of step k - 1
+    assert logged == pytest.approx([ctc_weight_at(s, 0.2, 1.0, 4) for s in range(6)])
+    with pytest.raises(AsrError, match="ctc_weight_start"):
+        Trainer(from_dict(ExperimentConfig, tiny_config(eight_utterances, tmp_path / "x", model={"ctc_weight": 0.0},
+                                                        train={"ctc_weight_start": 0.5})), progress=False)
