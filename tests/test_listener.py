@@ -161,3 +161,26 @@ def test_too_short_utterance_is_a_user_error() -> None:
 def test_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         ListenerConfig(**{"input_dim": 5, **bad})
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_conv_stem_keeps_padding_out_and_quarters_time(impl: str) -> None:
+    listener = make_listener(input_dim=12, conv_stem=3, reduce=(1, 2, 1), projection=4)
+    lengths = [40, 23, 11]  # 11 frames: the shortest the stem and one halving leave a frame for
+    x, lens = padded_batch(lengths, dim=12)
+    with torch.no_grad():
+        out, out_lens = listener(x, lens, impl=impl)
+        for i, n in enumerate(lengths):
+            alone, alone_len = listener(x[i : i + 1, :n], torch.tensor([n]), impl=impl)
+            m = int(alone_len)
+            assert int(out_lens[i]) == m
+            torch.testing.assert_close(out[i, :m], alone[0], atol=1e-5, rtol=0)
+            assert torch.all(out[i, m:] == 0)
+    # (40 - 1) // 2 = 19, (19 - 1) // 2 = 9 stem frames, then halved: 4; 23 -> 11 -> 5 -> 2; 11 -> 5 -> 2 -> 1
+    assert out_lens.tolist() == [4, 2, 1]
+    # the stem's own frames against torch's convolution arithmetic
+    stem_out = listener.stem.convs(x[:1, :40].unsqueeze(1))
+    assert stem_out.shape[2] == 9
+    assert listener.cfg.total_reduction == 8 and listener.cfg.min_frames == 11
+    with pytest.raises(AsrError, match="has 10 frames"):
+        listener(x[:1, :10], torch.tensor([10]))

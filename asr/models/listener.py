@@ -59,6 +59,10 @@ class ListenerConfig:
     dropout: float = 0.0  # dropout on every layer's output except the last
     impl: Impl = "auto"  # "reverse" | "packed" | "auto" (packed on CUDA, reverse elsewhere); same results
     subsample: Subsample = "concat"  # how `reduce` shortens time: "concat" k frames into one, or "skip" to every k-th
+    # Convolutional stem before the BiLSTMs (ESPnet's vggblstm front, the Conformer's
+    # Conv2dSubsampling): two 3x3 convolutions of stride 2 over (time, frequency) with this many
+    # channels and ReLU, then Linear to `hidden`; time / 4 before `reduce`. 0 = none.
+    conv_stem: int = 0
 
     def __post_init__(self) -> None:
         if self.input_dim < 0 or self.layers < 1 or self.hidden < 1 or self.projection < 0:
@@ -69,6 +73,8 @@ class ListenerConfig:
             raise ValueError(f"listener: dropout must be in [0, 1), got {self.dropout}")
         if self.subsample not in ("concat", "skip"):
             raise ValueError(f"listener: subsample must be 'concat' or 'skip', got {self.subsample!r}")
+        if self.conv_stem < 0:
+            raise ValueError(f"listener: conv_stem must be >= 0, got {self.conv_stem}")
 
     @property
     def output_dim(self) -> int:
@@ -78,7 +84,7 @@ class ListenerConfig:
     @property
     def total_reduction(self) -> int:
         """Input frames per output frame."""
-        total = 1
+        total = STEM_REDUCTION if self.conv_stem else 1
         for k in self.reduce:
             total *= k
         return total
@@ -86,7 +92,37 @@ class ListenerConfig:
     @property
     def min_frames(self) -> int:
         """Shortest input that leaves an output frame."""
-        return self.total_reduction if self.subsample == "concat" else 1
+        pyramid = self.total_reduction // (STEM_REDUCTION if self.conv_stem else 1) if self.subsample == "concat" else 1
+        return STEM_REDUCTION * (pyramid - 1) + STEM_MIN_FRAMES if self.conv_stem else pyramid
+
+
+STEM_REDUCTION = 4  # time reduction of the convolutional stem
+STEM_MIN_FRAMES = 7  # shortest input that leaves one stem output frame
+
+
+class ConvStem(nn.Module):
+    """Two 3x3 stride-2 convolutions with ReLU over (time, frequency), then Linear: (B, T, F) -> (B, T', D).
+
+    T' = ((T - 1) // 2 - 1) // 2 (no padding, so a frame never sees the padding of a shorter
+    utterance); F is reduced the same way before the Linear.
+    """
+
+    def __init__(self, input_dim: int, channels: int, output_dim: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
+                                   nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU())
+        freq = ((input_dim - 1) // 2 - 1) // 2
+        self.linear = nn.Linear(channels * freq, output_dim)
+
+    @staticmethod
+    def out_lengths(lengths: Tensor) -> Tensor:
+        """Output frames of inputs of `lengths` frames."""
+        return torch.div(torch.div(lengths - 1, 2, rounding_mode="floor") - 1, 2, rounding_mode="floor")
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.convs(x.unsqueeze(1))  # (B, C, T', F')
+        b, c, t, f = y.shape
+        return self.linear(y.transpose(1, 2).reshape(b, t, c * f)), self.out_lengths(lengths)  # (B, T', D)
 
 
 def time_mask(lengths: Tensor, max_len: int) -> Tensor:
@@ -177,6 +213,9 @@ class Listener(nn.Module):
         self.rnns = nn.ModuleList()
         self.projections = nn.ModuleList()
         dim = cfg.input_dim
+        self.stem = ConvStem(dim, cfg.conv_stem, cfg.hidden) if cfg.conv_stem else None
+        if self.stem is not None:
+            dim = cfg.hidden
         for k in cfg.reduce:
             self.rnns.append(nn.LSTM(dim * k if cfg.subsample == "concat" else dim, cfg.hidden, batch_first=True,
                                      bidirectional=True))
@@ -208,6 +247,9 @@ class Listener(nn.Module):
         _check_lengths(lengths, x.shape[1], self.cfg.min_frames)
         run = _IMPLS[impl or self.impl_for(x.device)]
         lengths = lengths.to(device=x.device, dtype=torch.long)
+        if self.stem is not None:
+            x, lengths = self.stem(x, lengths)
+            x = x.masked_fill(~time_mask(lengths, x.shape[1]).unsqueeze(-1), 0.0)
         reduce, skip = self.cfg.reduce, self.cfg.subsample == "skip"
         last = len(self.rnns) - 1
         for i, rnn in enumerate(self.rnns):
