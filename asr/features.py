@@ -73,7 +73,7 @@ class FeatureConfig:
         if fft_size(self) % 2:
             raise ValueError(f"the FFT size {fft_size(self)} must be even: use round_to_power_of_two")
         nyquist = self.sample_rate / 2
-        high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        high = self.high_hz
         if not (0 <= self.low_freq < high <= nyquist):
             raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist:g} Hz, got {self.low_freq:g} and {high:g}")
         if self.n_mels < 4:
@@ -84,6 +84,11 @@ class FeatureConfig:
             raise ValueError(f"preemphasis must be in [0, 1], got {self.preemphasis}")
         if self.dither < 0 or self.input_scale <= 0 or self.log_offset < 0:
             raise ValueError("dither and log_offset must be >= 0 and input_scale > 0")
+
+    @property
+    def high_hz(self) -> float:
+        """The high edge of the last mel band in Hz (high_freq <= 0 counts down from the Nyquist frequency)."""
+        return self.high_freq if self.high_freq > 0 else self.sample_rate / 2 + self.high_freq
 
 
 def frame_sizes(cfg: FeatureConfig) -> tuple[int, int]:
@@ -493,7 +498,7 @@ class LibrosaMel(nn.Module):
         left = (self.n_fft - self.window_size) // 2  # librosa centres the window in the FFT frame
         window = F.pad(window, (left, self.n_fft - self.window_size - left))
         self.register_buffer("window", window.float(), persistent=False)  # (n_fft,)
-        high = cfg.high_freq if cfg.high_freq > 0 else cfg.sample_rate / 2 + cfg.high_freq
+        high = cfg.high_hz
         banks = AF.melscale_fbanks(
             self.n_fft // 2 + 1, cfg.low_freq, high, cfg.n_mels, cfg.sample_rate, norm="slaney", mel_scale="slaney"
         )
@@ -854,8 +859,7 @@ class Frontend(nn.Module):
         self.silence_pad = (SilencePad(cfg.silence_pad, cfg.features.sample_rate)
                             if cfg.silence_pad is not None else None)
         f = cfg.features
-        self.vtlp = (VTLP(cfg.vtlp, f.n_mels, f.low_freq, f.high_freq if f.high_freq > 0 else f.sample_rate / 2
-                          + f.high_freq, f.sample_rate) if cfg.vtlp is not None else None)
+        self.vtlp = VTLP(cfg.vtlp, f.n_mels, f.low_freq, f.high_hz, f.sample_rate) if cfg.vtlp is not None else None
 
     @property
     def output_dim(self) -> int:

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from asr.errors import AsrError
-from asr.synth.text import SOURCES, TextSource, clean_sentence, split_sentences
+from asr.synth.text import SOURCES, TextSource, clean_sentence, split_sentences, wordnet_glosses
 from asr.text import TextNormalizer
 
 MAX_WORDS = 60  # longer sentences are cut into pieces of at most this many words
@@ -55,14 +55,10 @@ _QUOTED = re.compile(r'"[^"]*"')
 
 def read_wordnet_definitions(folder: Path) -> Iterator[str]:
     """The definitions of every gloss of data.noun/verb/adj/adv (examples left out), one per ';' part."""
-    for part in ("noun", "verb", "adj", "adv"):
-        with open(folder / f"data.{part}", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(" ") or "|" not in line:  # licence header lines start with spaces
-                    continue
-                for definition in _QUOTED.sub(" ", line.split("|", 1)[1]).split(";"):
-                    if definition.strip():
-                        yield definition.strip()
+    for gloss in wordnet_glosses(folder):
+        for definition in _QUOTED.sub(" ", gloss).split(";"):
+            if definition.strip():
+                yield definition.strip()
 
 
 # --- GCIDE (Webster 1913 and later): definitions, notes and quotations --------------------------

@@ -47,9 +47,16 @@ def test_padding_never_changes_an_utterance(impl: str, subsample: str) -> None:
     listener = make_listener(subsample=subsample, projection=4 if subsample == "skip" else 0)
     lengths = [9, 23, 17, 4]
     x, lens = padded_batch(lengths)
+    assert_batch_equals_each_alone(listener, x, lens, impl)
+
+
+def assert_batch_equals_each_alone(listener: Listener, x: torch.Tensor, lens: torch.Tensor,
+                                   impl: str) -> torch.Tensor:
+    """Each utterance of the padded batch encodes as it does alone, padded output frames are 0;
+    returns the batch's output lengths."""
     with torch.no_grad():
         out, out_lens = listener(x, lens, impl=impl)
-        for i, n in enumerate(lengths):
+        for i, n in enumerate(lens.tolist()):
             alone, alone_len = listener(x[i : i + 1, :n], torch.tensor([n]), impl=impl)
             m = int(alone_len)
             assert int(out_lens[i]) == m
@@ -58,6 +65,7 @@ def test_padding_never_changes_an_utterance(impl: str, subsample: str) -> None:
             torch.testing.assert_close(out[i, :m, :h], alone[0, :, :h], atol=1e-5, rtol=0)
             torch.testing.assert_close(out[i, :m, h:], alone[0, :, h:], atol=1e-5, rtol=0)
             assert torch.all(out[i, m:] == 0)
+    return out_lens
 
 
 def test_one_layer_matches_an_independent_reference() -> None:
@@ -168,14 +176,7 @@ def test_conv_stem_keeps_padding_out_and_quarters_time(impl: str) -> None:
     listener = make_listener(input_dim=12, conv_stem=3, reduce=(1, 2, 1), projection=4)
     lengths = [40, 23, 11]  # 11 frames: the shortest the stem and one halving leave a frame for
     x, lens = padded_batch(lengths, dim=12)
-    with torch.no_grad():
-        out, out_lens = listener(x, lens, impl=impl)
-        for i, n in enumerate(lengths):
-            alone, alone_len = listener(x[i : i + 1, :n], torch.tensor([n]), impl=impl)
-            m = int(alone_len)
-            assert int(out_lens[i]) == m
-            torch.testing.assert_close(out[i, :m], alone[0], atol=1e-5, rtol=0)
-            assert torch.all(out[i, m:] == 0)
+    out_lens = assert_batch_equals_each_alone(listener, x, lens, impl)
     # (40 - 1) // 2 = 19, (19 - 1) // 2 = 9 stem frames, then halved: 4; 23 -> 11 -> 5 -> 2; 11 -> 5 -> 2 -> 1
     assert out_lens.tolist() == [4, 2, 1]
     # the stem's own frames against torch's convolution arithmetic

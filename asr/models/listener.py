@@ -27,6 +27,7 @@ bidirectional=True)`), so a checkpoint moves freely between them:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -84,15 +85,12 @@ class ListenerConfig:
     @property
     def total_reduction(self) -> int:
         """Input frames per output frame."""
-        total = STEM_REDUCTION if self.conv_stem else 1
-        for k in self.reduce:
-            total *= k
-        return total
+        return (STEM_REDUCTION if self.conv_stem else 1) * math.prod(self.reduce)
 
     @property
     def min_frames(self) -> int:
         """Shortest input that leaves an output frame."""
-        pyramid = self.total_reduction // (STEM_REDUCTION if self.conv_stem else 1) if self.subsample == "concat" else 1
+        pyramid = math.prod(self.reduce) if self.subsample == "concat" else 1  # frames the BiLSTMs need
         return STEM_REDUCTION * (pyramid - 1) + STEM_MIN_FRAMES if self.conv_stem else pyramid
 
 

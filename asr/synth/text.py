@@ -108,14 +108,20 @@ def read_web(folder: Path) -> Iterator[str]:
 _EXAMPLE = re.compile(r'"([^"]+)"')
 
 
-def read_wordnet(folder: Path) -> Iterator[str]:
-    """Quoted example sentences from the glosses of data.noun/verb/adj/adv."""
+def wordnet_glosses(folder: Path) -> Iterator[str]:
+    """The gloss (text after '|') of every synset line of data.noun/verb/adj/adv."""
     for part in ("noun", "verb", "adj", "adv"):
         with open(folder / f"data.{part}", encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.startswith(" ") or "|" not in line:  # licence header lines start with spaces
                     continue
-                yield from _EXAMPLE.findall(line.split("|", 1)[1])
+                yield line.split("|", 1)[1]
+
+
+def read_wordnet(folder: Path) -> Iterator[str]:
+    """Quoted example sentences from the glosses of data.noun/verb/adj/adv."""
+    for gloss in wordnet_glosses(folder):
+        yield from _EXAMPLE.findall(gloss)
 
 
 # --- dictd dictionaries (dictzip = gzip) ------------------------------------------------------
