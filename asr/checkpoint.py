@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,7 +20,14 @@ import torch
 from asr.errors import AsrError
 
 FORMAT = 1
+BEST_NAME = re.compile(r"best-step(\d+)\.pt")  # the only names a run's best list may hold
 log = logging.getLogger(__name__)
+
+
+def best_step(name: str) -> int | None:
+    """N of a `best-stepN.pt` file name; None for any other name (a path, a copy, `../x`)."""
+    match = BEST_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 class CheckpointError(AsrError):
@@ -152,8 +160,10 @@ def best_checkpoints(run_dir: str | Path, count: int = 0) -> list[Path]:
     """The best-stepN.pt files of a run, best first (as ranked, by train.best_by, in its newest checkpoint)."""
     run_dir = Path(run_dir)
     found = load_first_good([p for p in (run_dir / "last.pt", run_dir / "prev.pt") if p.exists()])
-    ranked = [run_dir / name for _, name in found[1]["train_state"].get("best", [])] if found else []
-    ranked = [p for p in ranked if p.exists()] or sorted(run_dir.glob("best-step*.pt"))
+    names = [name for _, name in found[1]["train_state"].get("best", [])] if found else []
+    ranked = [run_dir / n for n in names if isinstance(n, str) and best_step(n) is not None]
+    ranked = [p for p in ranked if p.is_file()] or sorted(
+        (p for p in run_dir.glob("best-step*.pt") if best_step(p.name) is not None), key=lambda p: best_step(p.name))
     return ranked[:count] if count > 0 else ranked
 
 

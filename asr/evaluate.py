@@ -35,13 +35,16 @@ log = logging.getLogger(__name__)
 
 def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = DecodeOptions(), *,
              lm: torch.nn.Module | None = None, batch_seconds: float = 100.0, max_batch_size: int | None = None,
-             report_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+             report_dir: str | os.PathLike | None = None, progress: bool = True,
+             missing_as_deletions: bool = False) -> dict[str, Any]:
     """Decode every utterance of `source` (manifest, shard index, shard URLs) and score it.
 
     Returns the summary of asr.reports.corpus_summary: wer, cer (percent), substitutions,
     deletions, insertions, hits, words, chars, sentence_errors, utterances, missing (utterances
-    the loader could not read), rtf, audio_seconds, decode_seconds. With `report_dir`, also
-    writes results.jsonl, ref.trn, hyp.trn and summary.json there.
+    the loader could not read), rtf, audio_seconds, decode_seconds. An unreadable utterance is
+    left out of the scores, or, with `missing_as_deletions` and a manifest (whose references are
+    known without the audio), scored with an empty hypothesis. With `report_dir`, also writes
+    results.jsonl, ref.trn, hyp.trn and summary.json there.
     """
     # Every readable utterance is scored: no duration filter, and audio whose length differs from
     # the manifest's is decoded anyway (training skips it as a sign of a broken manifest).
@@ -75,9 +78,13 @@ def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = De
             bar.update(len(batch.ids))
             bar.set_postfix(wer=f"{100.0 * errors / max(words, 1):.2f}%", refresh=False)
     missing = loader.skipped + loader.dropped
+    if missing and missing_as_deletions and loader.source.is_manifest:
+        results.extend(_unread_as_deletions(loader.source.utterances, {r.id for r in results}, tokenizer))
     if missing:
-        log.warning("%s: %d utterance(s) could not be read and are not scored", loader.source.name, missing)
+        scored = "scored as deletions" if missing_as_deletions and loader.source.is_manifest else "not scored"
+        log.warning("%s: %d utterance(s) could not be read (%s)", loader.source.name, missing, scored)
     summary = corpus_summary(results, missing=missing, audio_seconds=audio_seconds, decode_seconds=decode_seconds)
+    summary["expected"] = _count(loader)
     if options.ctc_fallback > 0:
         summary["ctc_fallbacks"] = sum(r.fallback for r in results)
     if report_dir is not None:
@@ -85,6 +92,16 @@ def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = De
                    "decode_options": dataclasses.asdict(options)}
         write_report(report_dir, results, details)
     return summary
+
+
+def _unread_as_deletions(utterances, read: set[str], tokenizer) -> list[UtteranceResult]:
+    """The manifest utterances never decoded, each with an empty hypothesis (all its words deleted)."""
+    out = []
+    for utt in utterances:
+        if utt.id not in read:
+            ref = tokenizer.normalize(utt.text)
+            out.append(UtteranceResult(utt.id, ref, "", score_utterance(ref, ""), utt.speaker, None))
+    return out
 
 
 def _count(loader) -> int | None:

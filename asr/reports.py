@@ -83,6 +83,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     line = (f"%WER {summary['wer']:.2f} [ {errors} / {summary['words']}, {summary['insertions']} ins, "
             f"{summary['deletions']} del, {summary['substitutions']} sub ]  %CER {summary['cer']:.2f} "
             f"[ {summary['char_errors']} / {summary['chars']} ]  {summary['utterances']} utterances")
+    if summary.get("missing"):
+        line += f"  {summary['missing']} missing"
     if summary.get("rtf") is not None:
         line += f"  RTF {summary['rtf']:.4f}"
     return line

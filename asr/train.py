@@ -26,11 +26,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from asr import distributed
-from asr.checkpoint import init_weights, load_first_good, save_checkpoint
+from asr.checkpoint import best_step, init_weights, load_first_good, save_checkpoint
 from asr.config import save_config, to_dict
 from asr.data.loader import LoaderConfig, make_loader
 from asr.errors import AsrError
 from asr.features import FrontendConfig
+from asr.folder_lock import FolderLock, command_line
 from asr.models.las import LASConfig
 from asr.optim import OptimConfig, Schedule, build_optimizer
 from asr.plots import plot_attention, plot_learning_curves
@@ -133,10 +134,23 @@ class Trainer:
         self.cfg = cfg
         self.started = time.monotonic()  # train.max_minutes counts from here
         self.dist = dist = distributed.setup(cfg.train.device)
-        self.device = device = dist.device
+        self.device = dist.device
         self.run_dir = Path(cfg.out_dir)
+        self.lock = self.progress = self.log_file = None
         if dist.is_main:
+            _check_run_dir(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.lock = FolderLock(self.run_dir, command_line())  # a second `asr train` here stops now
+        try:
+            self._build(resume, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, resume: bool | None, progress: bool) -> None:
+        """Vocabulary, model, optimizer and data; the newest checkpoint's state when resuming."""
+        cfg, dist, device = self.cfg, self.dist, self.device
+        if dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         _seed_everything(cfg.train.seed + dist.rank)
 
@@ -154,7 +168,15 @@ class Trainer:
         self.state = TrainState()
 
         # Resume: an explicit --resume insists on a checkpoint; by default one is used when present.
-        found = _find_checkpoint(self.run_dir) if resume is not False else None
+        found = None
+        if resume is not False:
+            candidates = _checkpoint_candidates(self.run_dir)
+            found = load_first_good(candidates) if candidates else None
+            if found is None and candidates:  # never overwrite checkpoints that merely failed to load
+                raise TrainingError(
+                    f"{self.run_dir}: none of its checkpoints loads ({', '.join(p.name for p in candidates)}; "
+                    "reasons above); nothing was changed. Move them away, or pass --no-resume to start afresh "
+                    "and overwrite them")
         if resume and found is None:
             raise TrainingError(f"{self.run_dir}: --resume given but no readable checkpoint there")
         if found is not None:
@@ -305,12 +327,14 @@ class Trainer:
             save_checkpoint(payload, self.run_dir / f"best-step{self.state.step}.pt")
 
     def close(self) -> None:
-        """Close the progress bar and log, leave the process group."""
+        """Close the progress bar and log, leave the process group, unlock the run folder."""
         if self.progress is not None:
             self.progress.close()
         if self.log_file is not None:
             self.log_file.close()
         distributed.teardown(self.dist)
+        if self.lock is not None:
+            self.lock.release()
 
 
 LOGGED = ("loss", "att_loss", "ctc_loss", "accuracy")  # model outputs written to the training log
@@ -494,15 +518,31 @@ def _payload(cfg, tokenizer, model, optimizer, schedule, scaler, state: TrainSta
 def _restore_state(saved: dict[str, Any]) -> TrainState:
     return TrainState(step=saved["step"], epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"],
                       nonfinite_total=saved["nonfinite_total"], nonfinite_run=saved["nonfinite_run"],
-                      best=[list(b) for b in saved["best"]], best_by=saved.get("best_by", "loss"),
+                      best=_plain_best(saved["best"]), best_by=saved.get("best_by", "loss"),
                       history=list(saved["history"]))
 
 
-def _find_checkpoint(run_dir: Path):
-    """Newest readable checkpoint of the run: last.pt, prev.pt, then best-* by step (newest first)."""
-    best = sorted(run_dir.glob("best-step*.pt"), key=lambda p: int(p.stem.split("step")[-1]), reverse=True)
-    candidates = [p for p in [run_dir / "last.pt", run_dir / "prev.pt", *best] if p.exists()]
-    return load_first_good(candidates) if candidates else None
+def _check_run_dir(run_dir: Path) -> None:
+    """out_dir must be a folder we may write in (or one we can create)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"{run_dir}: out_dir exists and is not a folder")
+
+
+def _checkpoint_candidates(run_dir: Path) -> list[Path]:
+    """Checkpoints a resume tries, in order: last.pt, prev.pt, then best-stepN.pt by step, newest first."""
+    best = sorted((p for p in run_dir.glob("best-step*.pt") if best_step(p.name) is not None),
+                  key=lambda p: best_step(p.name), reverse=True)
+    return [p for p in [run_dir / "last.pt", run_dir / "prev.pt", *best] if p.is_file()]
+
+
+def _plain_best(entries: list) -> list:
+    """The [score, name] entries of a checkpoint's best list whose name is a best-stepN.pt of the run
+    folder; any other name (a path, `../x`) is dropped, never opened or deleted."""
+    kept = [[float(score), name] for score, name in entries if isinstance(name, str) and best_step(name) is not None]
+    if len(kept) != len(entries):
+        log.warning("ignoring %d entries of the checkpoint's best list that are not best-stepN.pt names",
+                    len(entries) - len(kept))
+    return kept
 
 
 def _rank_best(run_dir: Path, state: TrainState, dev_score: float, cfg: TrainConfig) -> bool:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from asr.checkpoint import CheckpointError, load_checkpoint
+from asr.checkpoint import CheckpointError, load_checkpoint, load_first_good
 from asr.config import from_dict
 from asr.data.manifest import read_manifest, write_manifest
 from asr.distributed import resolve_device
@@ -22,7 +22,7 @@ from asr.errors import AsrError
 from asr.recognizer import load_model
 from asr.search import DecodeOptions
 from asr.text import CharTokenizer
-from asr.train import ExperimentConfig, Trainer, _find_checkpoint, ctc_weight_at, fit
+from asr.train import ExperimentConfig, Trainer, _checkpoint_candidates, ctc_weight_at, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(eight_utterances, tmp_pat
         time.sleep(0.05)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
-    killed_at = _find_checkpoint(run_dir)[1]["train_state"]  # what the resumed run starts from
+    killed_at = load_first_good(_checkpoint_candidates(run_dir))[1]["train_state"]  # what the resumed run starts from
     assert killed_at["step"] < steps and killed_at["batch_in_epoch"] > 0
 
     subprocess.run(_train_cmd(killed), check=True, env=env, capture_output=True)  # resumes from last.pt

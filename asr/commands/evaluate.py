@@ -20,17 +20,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-seconds", type=float, default=100.0, help="padded seconds of audio per batch")
     parser.add_argument("--max-batch-size", type=int, default=None, help="utterances per batch at most")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="exit 0 although some utterances could not be read; with a manifest they are "
+                             "scored as deletions (as `asr score` does), with shards they are only counted")
     add_model_arguments(parser)
     add_search_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the summary (a line, or JSON with --json)."""
+    from asr.errors import AsrError
     from asr.evaluate import evaluate
     from asr.reports import format_summary
 
     recognizer, options, lm = load_recognizer(args)
     summary = evaluate(recognizer, args.data, options, lm=lm, batch_seconds=args.batch_seconds,
-                       max_batch_size=args.max_batch_size, report_dir=args.report, progress=not args.no_progress)
+                       max_batch_size=args.max_batch_size, report_dir=args.report, progress=not args.no_progress,
+                       missing_as_deletions=args.allow_missing)
     print(json.dumps(summary, ensure_ascii=False) if args.json else format_summary(summary))
+    if summary["missing"] and not args.allow_missing:
+        of = f" of {summary['expected']}" if summary.get("expected") else ""
+        raise AsrError(f"{args.data}: {summary['missing']}{of} utterances could not be read (warnings above) and "
+                       "are not in the scores; --allow-missing accepts that")
     return 0

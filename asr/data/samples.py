@@ -42,6 +42,7 @@ class ShardSource:
 
     url: str  # local path, http(s):// URL or pipe: command (webdataset's gopen)
     utterances: int | None = None  # samples the index says it holds, to count silently lost ones
+    local: bool = False  # a file found in a folder or index: opened as a file, never as a URL or command
 
 
 @dataclass
@@ -124,11 +125,12 @@ class TarStreamError(Exception):
         self.member = member
 
 
-def tar_members(url: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of every regular member of a tar, streamed through webdataset's URL opener."""
+def tar_members(url: str, local: bool = False) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of every regular member of a tar: a local file, or streamed through webdataset's
+    URL opener (http(s)://, pipe:) when the user typed such a URL."""
     member = None
     try:
-        stream = gopen(url)
+        stream = open(url, "rb") if local else gopen(url)
         try:
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for info in tar:
@@ -160,7 +162,7 @@ def read_shard(shard: ShardSource, counts: Counts) -> Iterator[Sample]:
             counts.skipped += 1
 
     try:
-        for name, data in tar_members(shard.url):
+        for name, data in tar_members(shard.url, shard.local):
             name_key, ext = split_member_name(name)
             if name_key != key:
                 if key is not None:
@@ -178,6 +180,9 @@ def read_shard(shard: ShardSource, counts: Counts) -> Iterator[Sample]:
             counts.skipped += 1
         where = f" in sample {broken!r}" if broken else ""
         log.warning("skipping the rest of shard %s: read failed%s: %s", shard.url, where, err)
+        if seen == 0 and shard.utterances is None:  # nothing read and no index to count the loss: one at least
+            log.warning("shard %s: unreadable and not indexed; counted as one lost sample", shard.url)
+            counts.skipped += 1
     if shard.utterances is not None and seen < shard.utterances:
         log.warning("shard %s: %d of %d indexed samples were never read", shard.url, shard.utterances - seen, shard.utterances)
         counts.skipped += shard.utterances - seen

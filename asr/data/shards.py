@@ -36,6 +36,7 @@ from tqdm import tqdm
 from asr.audio import audio_info, load_audio
 from asr.data.manifest import Utterance, check_unique_ids
 from asr.errors import AsrError
+from asr.folder_lock import FolderLock, command_line
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +202,22 @@ def write_shards(
         raise ShardError(f"shard size must be at least 1, got {shard_size}")
     check_unique_ids(utterances, "manifest")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ShardError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     ordered = order_utterances(utterances, order, seed)
     keys = unique_keys([u.id for u in ordered])
     entries = []
-    with tqdm(total=len(ordered), desc=f"shards {prefix}", unit="utt", disable=not progress) as bar:
+    with FolderLock(out, command_line()), \
+            tqdm(total=len(ordered), desc=f"shards {prefix}", unit="utt", disable=not progress) as bar:
         for n, start in enumerate(range(0, len(ordered), shard_size)):
             chunk = slice(start, start + shard_size)
             path = out / SHARD_PATTERN.format(prefix=prefix, index=n)
             entries.append(write_shard(path, ordered[chunk], keys[chunk], on_sample=bar.update))
-    index = ShardIndex(tuple(entries))
-    verify_shards(out, index, expected=len(utterances))
-    write_index(index, out / f"{prefix}{INDEX_SUFFIX}")
-    _warn_stale(out, prefix, {e.shard for e in entries})
+        index = ShardIndex(tuple(entries))
+        verify_shards(out, index, expected=len(utterances))
+        write_index(index, out / f"{prefix}{INDEX_SUFFIX}")
+        _warn_stale(out, prefix, {e.shard for e in entries})
     return index
 
 

@@ -2,6 +2,8 @@
 
     ["a.tar", "b.tar"]                a list of shard URLs (each may hold braces)
     "dir/train-{000000..000009}.tar"  a brace pattern; "http(s)://..." and "pipe:cmd" URLs work too
+                                      (only as typed: names read from an index or a folder listing
+                                      are local files, never URLs or commands)
     "dir/train.index.jsonl"           an index written by `asr shard` (counts let the loader
                                       notice samples lost in a broken shard)
     "dir/"                            the single *.index.jsonl inside, else every *.tar, sorted
@@ -53,12 +55,22 @@ def _shards_from_urls(urls: list[str], name: str) -> ResolvedSource:
         raise SourceError(f"{name}: {len(missing)} shard file(s) not found, e.g. {missing[0]}")
     if not expanded:
         raise SourceError(f"{name}: no shards")
-    return ResolvedSource(name, shards=tuple(ShardSource(u) for u in expanded))
+    return ResolvedSource(name, shards=tuple(ShardSource(u, local=_is_local(u)) for u in expanded))
+
+
+def _check_shard_name(index: Path, name: str) -> str:
+    """An index row names a file beside the index: no folder, no URL scheme, no command."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\:\n\r\0"):
+        raise SourceError(f"{index}: shard name {name!r} is not a plain file name beside the index "
+                          "(no folders, URL schemes or pipe: commands in an index)")
+    return name
 
 
 def _shards_from_index(path: Path) -> ResolvedSource:
     index = read_index(path)
-    shards = tuple(ShardSource(str(path.parent / e.shard), e.utterances) for e in index.shards)
+    folder = path.resolve().parent
+    shards = tuple(ShardSource(str(folder / _check_shard_name(path, e.shard)), e.utterances, local=True)
+                   for e in index.shards)
     missing = [s.url for s in shards if not os.path.isfile(s.url)]
     if missing:
         raise SourceError(f"{path}: {len(missing)} indexed shard(s) not found, e.g. {missing[0]}")
@@ -71,10 +83,10 @@ def _from_directory(path: Path) -> ResolvedSource:
         raise SourceError(f"{path}: several indexes ({', '.join(p.name for p in indexes)}); name one of them")
     if indexes:
         return _shards_from_index(indexes[0])
-    tars = sorted(str(p) for p in path.glob("*.tar"))
+    tars = sorted(str(p) for p in path.resolve().glob("*.tar") if p.is_file())
     if not tars:
         raise SourceError(f"{path}: no *{INDEX_SUFFIX} and no *.tar shards")
-    return ResolvedSource(str(path), shards=tuple(ShardSource(t) for t in tars))
+    return ResolvedSource(str(path), shards=tuple(ShardSource(t, local=True) for t in tars))
 
 
 def resolve_source(source: Source) -> ResolvedSource:
