@@ -12,13 +12,26 @@ speller -> characters. See README.md for the command-line tour.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["load_model", "Recognizer"]
+# Public name -> the module that defines it, imported on first use so that `asr --help` does not
+# pay for importing torch.
+_EXPORTS = {
+    "load_model": "asr.recognizer",
+    "Recognizer": "asr.recognizer",
+    "DecodeOptions": "asr.search",
+    "TranscribeOptions": "asr.transcribe",
+}
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # Imported on first use so that `asr --help` does not pay for importing torch.
-    if name in __all__:
-        from asr import recognizer
+    """The public names of `_EXPORTS`, imported from their modules when first used."""
+    if name in _EXPORTS:
+        import importlib
 
-        return getattr(recognizer, name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'asr' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported public ones included."""
+    return sorted(set(globals()) | set(__all__))

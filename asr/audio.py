@@ -3,15 +3,19 @@
 Files (or bytes from a shard) are read with soundfile in blocks, mixed down to
 mono block by block into one preallocated float32 array, and resampled with
 torchaudio in chunks, so loading a long recording never holds a float64 or a
-multi-channel copy of it. Every problem with the input (missing, corrupt,
-empty, NaN, unsupported format) is an `AudioError` naming the file.
+multi-channel copy of it. Every problem with the input (missing, a directory
+or special file, corrupt, empty, NaN, an implausible sample rate, unsupported
+format) is an `AudioError` naming the file; a WAV file holding less than its
+header declares is read with a warning.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -22,8 +26,14 @@ import torch
 import torchaudio.functional as AF
 
 from asr.errors import AsrError
+from asr.files import file_problem
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Hz of every waveform the toolkit works on
+MIN_FILE_RATE = 1000  # Hz: a header claiming a lower sample rate (or a higher one than MAX_FILE_RATE) is refused
+MAX_FILE_RATE = 768000  # Hz
+WAV_HEADER_BYTES = 1 << 16  # how far into a WAV file its "data" chunk header is looked for
 BLOCK_FRAMES = 1 << 16  # frames read (and mixed down) at a time
 RESAMPLE_CHUNK_SECONDS = 10.0  # longer audio is resampled in chunks of about this length (bounds the temporaries)
 LOWPASS_FILTER_WIDTH = 6  # torchaudio.functional.resample's default sinc width (zero crossings)
@@ -86,6 +96,8 @@ def load_audio(
     if duration is not None and (duration < 0 or not math.isfinite(duration)):
         raise AudioError(f"{label}: duration must be a finite number of seconds >= 0, got {duration}")
     with _open(source, label) as snd:
+        if snd.format in ("WAV", "WAVEX"):
+            _warn_if_truncated(source, label)
         rate = snd.samplerate
         start = int(round(offset * rate))
         total = snd.frames
@@ -155,19 +167,19 @@ def _open(source: Source, label: str) -> sf.SoundFile:
         if len(source) == 0:
             raise AudioError(f"{label}: empty audio (0 bytes)")
         try:
-            return sf.SoundFile(io.BytesIO(bytes(source)))
+            snd = sf.SoundFile(io.BytesIO(bytes(source)))
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
             raise AudioError(f"{label}: not readable audio ({_why(err)})") from None
+        return _checked(snd, label)
     path = Path(os.fspath(source))
-    if not path.exists():
-        raise AudioError(f"{label}: no such audio file")
-    if path.is_dir():
-        raise AudioError(f"{label}: is a directory, not an audio file")
+    problem = file_problem(path, "audio file")
+    if problem is not None:
+        raise AudioError(f"{label}: {problem}")
     ext = path.suffix.lower().lstrip(".")
     try:
         if path.stat().st_size == 0:
             raise AudioError(f"{label}: empty audio file (0 bytes)")
-        return sf.SoundFile(path)
+        return _checked(sf.SoundFile(path), label)
     except PermissionError:
         raise AudioError(f"{label}: cannot read audio file (permission denied)") from None
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
@@ -175,6 +187,55 @@ def _open(source: Source, label: str) -> sf.SoundFile:
             known = ", ".join(sorted(supported_extensions()))
             raise AudioError(f"{label}: unsupported audio format '.{ext}' (readable: {known})") from None
         raise AudioError(f"{label}: corrupt or unreadable {ext or 'audio'} file ({_why(err)})") from None
+
+
+def _checked(snd: sf.SoundFile, label: str) -> sf.SoundFile:
+    """`snd`, unless its header claims an implausible sample rate (then closed, and an AudioError)."""
+    if not MIN_FILE_RATE <= snd.samplerate <= MAX_FILE_RATE:
+        rate = snd.samplerate
+        snd.close()
+        raise AudioError(f"{label}: the header claims a sample rate of {rate} Hz (expected "
+                         f"{MIN_FILE_RATE}..{MAX_FILE_RATE} Hz): a corrupt or mislabelled file")
+    return snd
+
+
+def wav_shortfall(source: Source) -> tuple[int, int] | None:
+    """(bytes of samples a WAV header declares, bytes present) when the file holds fewer; else None.
+
+    libsndfile silently shortens such a file to the data present, so a truncated WAV would read
+    as a complete, shorter one. Not a RIFF/WAVE file, or a streamed header (size 0 or 0xFFFFFFFF): None.
+    """
+    try:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            head, size = bytes(source[:WAV_HEADER_BYTES]), len(source)
+        elif file_problem(source) is not None:  # never open a FIFO or device here
+            return None
+        else:
+            with open(source, "rb") as f:
+                head, size = f.read(WAV_HEADER_BYTES), os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos : pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        if chunk == b"data":
+            present = size - (pos + 8)
+            if length in (0, 0xFFFFFFFF) or length <= present:
+                return None
+            return length, present
+        pos += 8 + length + (length & 1)  # chunks are padded to an even length
+    return None
+
+
+def _warn_if_truncated(source: Source, label: str) -> None:
+    """A warning naming `label` when the WAV holds fewer bytes of samples than its header declares."""
+    short = wav_shortfall(source)
+    if short is not None:
+        declared, present = short
+        log.warning("%s: truncated WAV: the header declares %d bytes of samples, the file holds %d "
+                    "(%.0f%%); only those are read", label, declared, present, 100.0 * present / declared)
 
 
 def _why(err: Exception) -> str:

@@ -18,9 +18,17 @@ from typing import Any
 import torch
 
 from asr.errors import AsrError
+from asr.files import os_reason
 
 FORMAT = 1
 BEST_NAME = re.compile(r"best-step(\d+)\.pt")  # the only names a run's best list may hold
+# save_checkpoint's temporaries of the files a run writes (.last.pt.RANDOM.tmp, .best-stepN.pt.RANDOM.tmp)
+TEMPORARY = re.compile(r"\.(last|best-step\d+)\.pt\.\w+\.tmp")
+# Config entries that make two checkpoints' models the same network reading the same features;
+# the entries named in TRAINING_ONLY act in training mode only and may differ.
+MODEL_SECTIONS = ("frontend", "model", "text")
+TRAINING_ONLY = re.compile(r"frontend\.(specaug|silence_pad|vtlp)(\..*)?|frontend\.features\.dither|"
+                           r"model\.label_smoothing|.*\.dropout")
 log = logging.getLogger(__name__)
 
 
@@ -39,11 +47,16 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, *, previous: str 
 
     With `previous`, an existing `path` is renamed to it just before the new file takes its
     place, so a crash at any moment leaves at least one complete checkpoint.
+    A failed write (disk full, read-only folder, `path` a folder) is a CheckpointError naming the
+    file and the reason, and leaves no temporary file behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: not written: it is a folder; give a file name")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
             f.flush()
@@ -51,10 +64,24 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path, *, previous: str 
         if previous is not None and path.exists():
             os.replace(path, previous)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"{path}: not written: {os_reason(err)}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[str]:
+    """Delete the temporaries of last.pt and best-stepN.pt that writes killed midway left in the run
+    folder `folder` (the caller holds the folder's lock, so no live write owns them); returns their names."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        if TEMPORARY.fullmatch(tmp.name) and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    return removed
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -95,22 +122,46 @@ def init_weights(model: torch.nn.Module, path: str | Path, vocab: list[str]) -> 
     does not. Optimizer, schedule and step are not taken: training starts at step 0.
     """
     ckpt = load_checkpoint(path)
-    theirs = list(ckpt.get("vocab", []))
-    if theirs != list(vocab):
-        extra = sorted(set(theirs) ^ set(vocab))
-        detail = f"symbols in one only: {extra[:10]}" if extra else "the same symbols in another order"
-        raise CheckpointError(f"{path}: its vocabulary ({len(theirs)} symbols) differs from this run's "
-                              f"({len(vocab)}): {detail}")
-    state, mine = ckpt["model"], model.state_dict()
-    for key in sorted(set(state) ^ set(mine)):
-        where = "the checkpoint" if key in state else "this model"
-        raise CheckpointError(f"{path}: tensor {key} exists only in {where}; the architectures differ")
-    for key, value in mine.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(state[key].shape)} there and "
-                                  f"{tuple(value.shape)} here; the architectures differ")
-    model.load_state_dict(state)
+    problem = vocab_difference(ckpt.get("vocab", []), vocab)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
+    load_fitting(model, ckpt["model"], path)
     log.info("initialised the model from %s", path)
+
+
+def vocab_difference(theirs: Any, mine: list[str]) -> str | None:
+    """How a checkpoint's vocabulary differs from this run's, in words; None when they are the same."""
+    theirs = list(theirs) if isinstance(theirs, (list, tuple)) else []
+    if theirs == list(mine):
+        return None
+    extra = sorted(set(theirs) ^ set(mine))
+    detail = f"symbols in one only: {extra[:10]}" if extra else "the same symbols in another order"
+    return f"its vocabulary ({len(theirs)} symbols) differs from this run's ({len(mine)}): {detail}"
+
+
+def misfit(model: torch.nn.Module, state: Any) -> str | None:
+    """Why the weights `state` do not fit `model` (the first differing tensor name or shape); None if they do."""
+    if not isinstance(state, dict):
+        return f"its weights are a {type(state).__name__}, not a dict of tensors"
+    mine = model.state_dict()
+    for key in sorted(set(state) ^ set(mine)):
+        where = "the checkpoint" if key in state else "the model the config builds"
+        return f"tensor {key} exists only in {where}"
+    for key, value in mine.items():
+        theirs = state[key]
+        if not torch.is_tensor(theirs):
+            return f"entry {key} is a {type(theirs).__name__}, not a tensor"
+        if tuple(theirs.shape) != tuple(value.shape):
+            return f"tensor {key} has shape {tuple(theirs.shape)} there and {tuple(value.shape)} in the model"
+    return None
+
+
+def load_fitting(model: torch.nn.Module, state: Any, path: str | Path, hint: str = "the architectures differ") -> None:
+    """Load `state` into `model`, or CheckpointError naming `path` and the first tensor that does not fit."""
+    problem = misfit(model, state)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}; {hint}")
+    model.load_state_dict(state)
 
 
 def load_first_good(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
@@ -124,15 +175,27 @@ def load_first_good(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
 
 
 def average_state_dicts(paths: list[str | Path]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last)."""
+    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last).
+
+    The checkpoints must hold one network: the same tensors and shapes, vocabulary and model
+    config (frontend, model, text; training-only entries aside), and finite weights;
+    CheckpointError names the two files and the first difference, or the non-finite tensor.
+    """
     if not paths:
         raise CheckpointError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     last: dict[str, torch.Tensor] = {}
+    first: dict[str, Any] | None = None
     for path in paths:
-        state = load_checkpoint(path)["model"]
-        if last and set(state) != set(last):
-            raise CheckpointError(f"{path}: its parameters differ from {paths[0]}")
+        ckpt = load_checkpoint(path)
+        state = ckpt["model"]
+        _check_finite(state, path)
+        if first is None:
+            first = ckpt
+        else:
+            problem = _difference(first, ckpt)
+            if problem is not None:
+                raise CheckpointError(f"{path}: cannot be averaged with {paths[0]}: {problem}")
         for name, tensor in state.items():
             if tensor.is_floating_point():
                 total[name] = total.get(name, 0) + tensor.double()
@@ -141,6 +204,49 @@ def average_state_dicts(paths: list[str | Path]) -> dict[str, torch.Tensor]:
         name: (total[name] / len(paths)).to(tensor.dtype) if name in total else tensor
         for name, tensor in last.items()
     }
+
+
+def _check_finite(state: Any, path: str | Path) -> None:
+    """CheckpointError naming the first tensor of `state` that is not a tensor or holds NaN or inf."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: its weights are a {type(state).__name__}, not a dict of tensors")
+    for name, tensor in state.items():
+        if not torch.is_tensor(tensor):
+            raise CheckpointError(f"{path}: entry {name} of its weights is a {type(tensor).__name__}, not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name} holds non-finite values (NaN or inf); not averaged")
+
+
+def _difference(first: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """The first way `other`'s network differs from `first`'s (tensors, vocabulary, model config); None if none."""
+    mine, theirs = first["model"], other["model"]
+    for key in sorted(set(mine) ^ set(theirs)):
+        return f"tensor {key} exists in only one of them"
+    for key, tensor in mine.items():
+        if tuple(theirs[key].shape) != tuple(tensor.shape):
+            return f"tensor {key} has shape {tuple(theirs[key].shape)} there and {tuple(tensor.shape)} in the other"
+    if list(first.get("vocab", [])) != list(other.get("vocab", [])):
+        return "their vocabularies differ"
+    changed = config_changes(_model_config(first), _model_config(other))
+    changed = [c for c in changed if not TRAINING_ONLY.fullmatch(c.split(":", 1)[0])]
+    if changed:
+        return f"their model configs differ ({'; '.join(changed[:3])})"
+    return None
+
+
+def _model_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    return {section: config.get(section) for section in MODEL_SECTIONS}
+
+
+def config_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two plain config dicts, as "key: old -> new"."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in list(old) + [k for k in new if k not in old]:
+            out += config_changes(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -169,7 +275,8 @@ def best_checkpoints(run_dir: str | Path, count: int = 0) -> list[Path]:
 
 def average_checkpoints(paths: list[str | Path], out: str | Path) -> None:
     """Write a model file whose weights are the mean of `paths` (config and vocabulary of the first)."""
+    state = average_state_dicts(paths)
     first = load_checkpoint(paths[0])
     model = {"config": first.get("config", {}), "vocab": first.get("vocab", []),
-             "model": average_state_dicts(paths), "averaged_from": [str(p) for p in paths]}
+             "model": state, "averaged_from": [str(p) for p in paths]}
     save_checkpoint(model, out)

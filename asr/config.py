@@ -2,13 +2,18 @@
 
 Configs never build objects: YAML is read with `yaml.safe_load`, checked key by
 key against the dataclass fields (an unknown key is an error naming it), and
-turned into frozen dataclasses. `to_dict` gives the plain dict stored in the run
+turned into frozen dataclasses. Numbers are checked against the field type:
+exponent forms that YAML 1.1 reads as strings ("1e-3", "5e-4") are numbers
+where a float (or, when whole, an int) is expected, and NaN or infinity is
+refused. `to_dict` gives the plain dict stored in the run
 directory and in every checkpoint, and `from_dict(to_dict(cfg)) == cfg`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,8 +22,11 @@ from typing import Any, TypeVar, Union
 import yaml
 
 from asr.errors import AsrError
+from asr.files import file_problem
 
 T = TypeVar("T")
+# A number YAML 1.1 leaves a string: an exponent without a dot ("1e-3", "5E4", "-2e+1")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(AsrError):
@@ -38,12 +46,15 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Read YAML file `path` into `cls`, after applying `key.sub=value` overrides."""
     path = Path(path)
+    problem = file_problem(path, "config file")
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     data = apply_overrides(data, overrides)
@@ -74,7 +85,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(err).split())})") from None
     return out
 
 
@@ -135,10 +149,17 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            number = float(value)
+            value = int(number) if math.isfinite(number) and number.is_integer() else value
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
@@ -166,7 +187,7 @@ def _convert_dataclass(cls: Any, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {value!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(value) - set(fields))
+    unknown = sorted((str(k) for k in value if k not in fields), key=str)
     if unknown:
         raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(sorted(fields))})")
     kwargs = {}

@@ -30,15 +30,28 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what a device name may start with
+
+
+def resolve_device(name: str, local_rank: int = 0, what: str = "device") -> torch.device:
     """'auto' -> this rank's GPU when CUDA is available, else CPU; other names as given.
 
-    A rank with no GPU of its own (more processes per node than GPUs) is an error that says so,
-    rather than CUDA's "invalid device ordinal" from deep inside the first transfer."""
+    A name torch does not know, CUDA on a machine without it, and a rank with no GPU of its own
+    (more processes per node than GPUs) are AsrErrors naming `what` (the option, e.g.
+    "--device"), rather than torch's errors from deep inside the first transfer."""
     if name == "auto":
         device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     else:
-        device = torch.device(name)
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError):
+            device = None
+        if device is None or device.type not in DEVICE_TYPES:
+            raise AsrError(f"{what} {name!r}: not a device here; use auto, cpu, cuda or cuda:N")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise AsrError(f"{what} {name!r}: CUDA is not available on this machine; use cpu (or auto)")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise AsrError(f"{what} {name!r}: MPS is not available on this machine; use cpu (or auto)")
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local_rank)
     visible = torch.cuda.device_count() if device.type == "cuda" and torch.cuda.is_available() else None
@@ -49,12 +62,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device_name: str = "auto") -> DistInfo:
+def setup(device_name: str = "auto", what: str = "device") -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), else run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, what)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():

@@ -23,6 +23,8 @@ from tqdm import tqdm
 
 from asr.data.loader import make_loader
 from asr.data.sources import Source
+from asr.errors import AsrError
+from asr.files import os_reason
 from asr.reports import UtteranceResult, corpus_summary, write_report
 from asr.scoring import score_utterance
 from asr.search import DecodeOptions
@@ -50,7 +52,7 @@ def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = De
     # the manifest's is decoded anyway (training skips it as a sign of a broken manifest).
     loader = make_loader(source, sample_rate=recognizer.sample_rate, shuffle=False, rank=0, world_size=1,
                          num_workers=0, batch_seconds=batch_seconds, max_batch_size=max_batch_size,
-                         duration_tolerance=None)
+                         duration_tolerance=None, min_audio_seconds=None)  # short clips are padded
     tokenizer, device = recognizer.tokenizer, recognizer.device
     results: list[UtteranceResult] = []
     decode_seconds = audio_seconds = 0.0
@@ -90,7 +92,11 @@ def evaluate(recognizer: Recognizer, source: Source, options: DecodeOptions = De
     if report_dir is not None:
         details = {**summary, "source": loader.source.name, "device": str(device),
                    "decode_options": dataclasses.asdict(options)}
-        write_report(report_dir, results, details)
+        try:
+            write_report(report_dir, results, details)
+        except OSError as err:
+            where = err.filename or report_dir
+            raise AsrError(f"{where}: report not written: {os_reason(err)}") from None
     return summary
 
 

@@ -28,6 +28,23 @@ class OptimConfig:
     plateau_factor: float = 0.5  # lr multiplier when dev loss stops improving (plateau)
     plateau_patience: int = 1  # validations without improvement before reducing (plateau)
 
+    def __post_init__(self) -> None:
+        # nan passes no comparison, so every range is written as the values it accepts.
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"optim.lr must be a positive finite number, got {self.lr}")
+        if not all(0 <= b < 1 for b in self.betas) or not 0 < self.eps < math.inf:
+            raise ValueError(f"optim.betas must be in [0, 1) and optim.eps positive, got {self.betas}, {self.eps}")
+        if not 0 <= self.weight_decay < math.inf or not 0 <= self.grad_clip < math.inf:
+            raise ValueError(f"optim.weight_decay and optim.grad_clip must be finite numbers >= 0, got "
+                             f"{self.weight_decay}, {self.grad_clip}")
+        if self.accum_steps < 1 or min(self.warmup_steps, self.total_steps, self.plateau_patience) < 0:
+            raise ValueError("optim.accum_steps must be >= 1 and optim.warmup_steps, total_steps and plateau_patience "
+                             f">= 0, got {self.accum_steps}, {self.warmup_steps}, {self.total_steps}, "
+                             f"{self.plateau_patience}")
+        if not 0 <= self.min_lr_ratio <= 1 or not 0 < self.plateau_factor <= 1:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1] and optim.plateau_factor in (0, 1], got "
+                             f"{self.min_lr_ratio}, {self.plateau_factor}")
+
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     """The optimizer named by `cfg.name` over `params`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +12,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from asr.errors import AsrError  # noqa: E402
+from asr.files import os_reason  # noqa: E402
 
 
 def plot_attention(
@@ -50,10 +55,19 @@ def plot_learning_curves(records: Sequence[dict], path: str | Path) -> Path:
 
 
 def _save(fig, path: str | Path) -> Path:
+    """Write the figure to `path` through a temporary file; AsrError naming it when that fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=100)
+        tmp.replace(path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise AsrError(f"{path}: plot not written: {os_reason(err)}") from None
+    finally:
+        plt.close(fig)
     return path

@@ -8,10 +8,13 @@ transcripts and the test sets are also scored with shallow fusion) and a README.
 
     prepare -> validate -> vocab -> shard -> train -> average -> lm -> evaluate -> results
 
-Every finished stage writes `OUT/stages/<stage>.done` (JSON: what it produced); a
-rerun starts at the first stage without a marker, so an interrupted recipe goes
-on where it stopped (training itself resumes from its last.pt). Starting at a
-given stage clears the markers of that stage and of every later one.
+Every finished stage writes `OUT/stages/<stage>.done` (JSON: what it produced and
+the settings it used); a rerun starts at the first stage without a marker, so an
+interrupted recipe goes on where it stopped (training itself resumes from its
+last.pt). Starting at a given stage clears the markers of that stage and of every
+later one. A rerun whose settings (`--set`, `--data`, ...) differ from those a
+finished stage used is refused, naming the keys and the stage to restart from,
+rather than keeping that stage's old outputs and printing old results.
 
 The helpers at the end (`utterances_from_files`, `copy_manifests`, ...) are the
 parts the prepare modules share.
@@ -33,6 +36,7 @@ from typing import Any
 
 import asr
 from asr.errors import AsrError
+from asr.files import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,29 @@ class RecipeRun:
             log.warning("%s: unreadable stage marker, the stage runs again", path)
             return None
 
+    def changes(self, stage: str, inputs: dict[str, Any]) -> list[str]:
+        """How `inputs` differ from the settings a finished stage recorded ("key: old -> new")."""
+        from asr.checkpoint import config_changes
+
+        record = self.done(stage)
+        if record is None:
+            return []
+        recorded = record.get("inputs")
+        if recorded is None and stage == "train":  # a marker from before inputs were recorded
+            recorded = self.portable(_read_yaml(self.out / "config.yaml"))
+        return [] if recorded is None else config_changes(recorded, inputs)
+
+    def portable(self, config: Any) -> Any:
+        """An experiment config with the paths under OUT written as "OUT/...", so that a moved
+        output folder compares equal (the data and run paths follow from --out, they are not settings)."""
+        if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+            return config
+        def short(value: Any) -> Any:
+            text = str(value)
+            return "OUT" + text[len(str(self.out)):] if text.startswith(str(self.out)) else value
+        data = {k: short(v) if k in ("train", "dev", "vocab") else v for k, v in config["data"].items()}
+        return {**config, "data": data, "out_dir": short(config.get("out_dir"))}
+
     def outputs(self, stage: str) -> dict[str, Any]:
         """The outputs of an earlier stage; RecipeError when it has not finished."""
         record = self.done(stage)
@@ -152,10 +179,18 @@ def run_recipe(options: RecipeOptions) -> dict[str, Any]:
     # Absolute paths, so what the stage markers record still holds when a run is resumed from
     # another working directory.
     options = replace(options, out=Path(options.out).resolve(), data=Path(options.data).resolve())
+    output_folder(options.out, "--out")
     run = RecipeRun(options, module, folder)
-    experiment_config(run)  # a bad config or override fails now, not after hours of preparation
+    inputs = stage_inputs(run)  # a bad config or override fails now, not after hours of preparation
     first = STAGES.index(options.stage) if options.stage else next(
         (i for i, s in enumerate(STAGES) if run.done(s) is None), len(STAGES))
+    for stage in STAGES[:first]:  # kept stages must have been made with today's settings
+        changes = run.changes(stage, inputs.get(stage, {}))
+        if changes:
+            shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4 else "")
+            raise RecipeError(f"{options.out}: the settings differ from those stage {stage} ran with ({shown}); "
+                              f"its outputs and those after it are stale: rerun with --stage {stage} to redo them "
+                              "with these settings, or choose another --out")
     for stage in STAGES[first:]:
         run.marker(stage).unlink(missing_ok=True)
     for stage in STAGES[:first]:
@@ -165,9 +200,40 @@ def run_recipe(options: RecipeOptions) -> dict[str, Any]:
         start = time.perf_counter()
         outputs = STAGE_FUNCTIONS[stage](run)
         _write_json(run.marker(stage), {"stage": stage, "seconds": round(time.perf_counter() - start, 3),
-                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "outputs": outputs})
+                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        "inputs": inputs.get(stage, {}), "outputs": outputs})
         log.info("stage %s: done in %.1f s", stage, time.perf_counter() - start)
     return json.loads((options.out / "results.json").read_text(encoding="utf-8"))
+
+
+def stage_inputs(run: RecipeRun) -> dict[str, dict[str, Any]]:
+    """The settings each stage's outputs depend on, beyond the stages before it, as plain values:
+    the options of prepare, shard and average, the normaliser of vocab, the whole experiment
+    config of train, the LM config of lm."""
+    from asr.config import to_dict
+
+    options = run.options
+    config = to_dict(experiment_config(run))
+    lm_path = run.folder / LM_CONFIG_NAME
+    return {
+        "prepare": {"--data": str(options.data), "--add-train": [str(Path(p).resolve()) for p in options.add_train],
+                    "prepare options": json.loads(json.dumps(options.extra, default=str))},
+        "vocab": {"text": config["text"]},
+        "shard": {"--shard-size": options.shard_size},
+        "train": run.portable(config),
+        "average": {"--average": options.average_best},
+        "lm": {"lm": _read_yaml(lm_path) if lm_path.exists() else None},
+    }
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file's values; None when it cannot be read."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
 
 
 def experiment_config(run: RecipeRun) -> Any:

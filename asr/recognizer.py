@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from asr.audio import SAMPLE_RATE
-from asr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from asr.checkpoint import CheckpointError, load_checkpoint, load_fitting, save_checkpoint
 from asr.config import from_dict, to_dict
 from asr.distributed import resolve_device
 from asr.errors import AsrError
@@ -202,10 +202,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str 
     config = ckpt.get("config")
     if not isinstance(config, dict) or "frontend" not in config or "model" not in config or "vocab" not in ckpt:
         raise CheckpointError(f"{path}: not a recognizer model (no frontend/model config or vocabulary)")
-    text_cfg = from_dict(NormalizerConfig, config.get("text", {}))
-    tokenizer = CharTokenizer(ckpt["vocab"], normalizer=text_cfg)
-    model = build_model(from_dict(FrontendConfig, config["frontend"]), from_dict(LASConfig, config["model"]), tokenizer)
-    model.load_state_dict(ckpt["model"])
+    try:
+        text_cfg = from_dict(NormalizerConfig, config.get("text", {}))
+        tokenizer = CharTokenizer(ckpt["vocab"], normalizer=text_cfg)
+        model = build_model(from_dict(FrontendConfig, config["frontend"]), from_dict(LASConfig, config["model"]),
+                            tokenizer)
+    except (AsrError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: its config cannot build a model: {err}") from None
+    load_fitting(model, ckpt["model"], path, hint="the checkpoint's weights do not fit the model its config describes")
     model.to(resolve_device(device) if isinstance(device, str) else device).eval()
     model.set_decoding_dtype(DECODING_DTYPES[dtype])
     return Recognizer(model=model, tokenizer=tokenizer, config=config)

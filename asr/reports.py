@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from asr.errors import AsrError
+from asr.files import file_problem, output_problem
 from asr.scoring import UtteranceScore, summarize
 
 Format = Literal["auto", "trn", "kaldi"]
-TRN_LINE = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()]*)\)\s*$")  # text (id)
 TRN_COMMENT = ";;"  # sclite's comment lines
 
 
@@ -95,32 +94,60 @@ def trn_id(utt_id: str, speaker: str | None = None) -> str:
     return f"{speaker}-{utt_id}" if speaker else utt_id
 
 
+def split_trn(line: str) -> tuple[str, str] | None:
+    """(text, id) of a trn line `text (id)`, or None when the line does not end with a parenthesised group.
+
+    The id is the last parenthesised group, parentheses inside it balanced, so that ids such as
+    `spk(1)-u2` read back as written: split_trn("a (b) (spk(1)-u2)") == ("a (b)", "spk(1)-u2").
+    """
+    body = line.rstrip()
+    if not body.endswith(")"):
+        return None
+    depth = 0
+    for i in range(len(body) - 1, -1, -1):
+        if body[i] == ")":
+            depth += 1
+        elif body[i] == "(":
+            depth -= 1
+            if depth == 0:
+                return body[:i].rstrip(), body[i + 1 : -1].strip()
+    return None
+
+
 def detect_format(lines: Iterable[str]) -> Literal["trn", "kaldi"]:
-    """"trn" when every non-blank, non-comment line ends with "(id)", else "kaldi"."""
+    """"trn" when most non-blank, non-comment lines end with "(id)", else "kaldi".
+
+    Most, not all: a .trn file with a malformed line is then reported at that line, instead of being
+    read as Kaldi text whose ids match nothing (which would blame the other file).
+    """
     content = [line for line in lines if line.strip() and not line.startswith(TRN_COMMENT)]
-    return "trn" if content and all(TRN_LINE.match(line) for line in content) else "kaldi"
+    trn = sum(split_trn(line) is not None for line in content)
+    return "trn" if content and 2 * trn >= len(content) else "kaldi"
 
 
 def read_transcripts(path: str | os.PathLike, format: Format = "auto") -> dict[str, str]:
     """id -> text of a .trn or Kaldi-style file, in file order; whitespace runs become one space."""
     path = Path(path)
+    problem = file_problem(path, "transcript file")
+    if problem is not None:
+        raise TranscriptError(f"{path}: {problem}")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise TranscriptError(f"{path}: no such transcript file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise TranscriptError(f"{path}: cannot read transcripts ({err})") from None
-    if format == "auto":
+    detected = format == "auto"
+    if detected:
         format = detect_format(lines)
     out: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip() or (format == "trn" and line.startswith(TRN_COMMENT)):
             continue
         if format == "trn":
-            match = TRN_LINE.match(line)
-            if match is None:
-                raise TranscriptError(f"{path}:{number}: not a trn line 'text (id)': {line[:80]!r}")
-            uid, text = match["id"].strip(), match["text"]
+            parts = split_trn(line)
+            if parts is None:
+                hint = " (most lines are; --format kaldi reads 'id text' lines)" if detected else ""
+                raise TranscriptError(f"{path}:{number}: not a trn line 'text (id)'{hint}: {line[:80]!r}")
+            text, uid = parts
         elif format == "kaldi":
             parts = line.split(maxsplit=1)
             uid, text = parts[0], parts[1] if len(parts) > 1 else ""
@@ -134,8 +161,8 @@ def read_transcripts(path: str | os.PathLike, format: Format = "auto") -> dict[s
     return out
 
 
-def pair_transcripts(refs: dict[str, str], hyps: dict[str, str], *, hyp_name: str = "hypotheses"
-                     ) -> tuple[list[str], list[str], list[str], list[str]]:
+def pair_transcripts(refs: dict[str, str], hyps: dict[str, str], *, hyp_name: str = "hypotheses",
+                     ref_name: str | None = None) -> tuple[list[str], list[str], list[str], list[str]]:
     """(ids, refs, hyps, missing ids) in reference order; a missing hypothesis counts as empty.
 
     A hypothesis id that is not among the references is an error naming it.
@@ -143,15 +170,32 @@ def pair_transcripts(refs: dict[str, str], hyps: dict[str, str], *, hyp_name: st
     extra = [uid for uid in hyps if uid not in refs]
     if extra:
         shown = ", ".join(repr(u) for u in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        raise TranscriptError(f"{hyp_name}: {len(extra)} utterance id(s) not in the references: {shown}")
+        where = f" (read from {ref_name})" if ref_name else ""
+        raise TranscriptError(f"{hyp_name}: {len(extra)} utterance id(s) not in the references: {shown}{where}")
     ids = list(refs)
     missing = [uid for uid in ids if uid not in hyps]
     return ids, [refs[u] for u in ids], [hyps.get(u, "") for u in ids], missing
 
 
 def write_trn(path: str | os.PathLike, items: Iterable[tuple[str, str]]) -> None:
-    """Write (trn id, text) pairs as sclite `text (id)` lines."""
-    _write_lines(path, (f"{text} ({uid})" for uid, text in items))
+    """Write (trn id, text) pairs as sclite `text (id)` lines; TranscriptError for an id that would not read back."""
+    _write_lines(path, (_trn_line(path, uid, text) for uid, text in items))
+
+
+def trn_id_problem(uid: str) -> str | None:
+    """Why `uid` would not read back from a trn line (e.g. to check ids before a long decode); None if it would."""
+    parts = split_trn(f"x ({uid})")
+    if parts is None or parts[1] != uid:
+        return f"utterance id {uid!r} cannot be written as a trn id (unbalanced parentheses or spaces at its ends)"
+    return None
+
+
+def _trn_line(path: str | os.PathLike, uid: str, text: str) -> str:
+    """`text (uid)`; TranscriptError naming `path` when the id would not read back."""
+    problem = trn_id_problem(uid)
+    if problem is not None:
+        raise TranscriptError(f"{path}: {problem}")
+    return f"{text} ({uid})"
 
 
 def write_kaldi(path: str | os.PathLike, items: Iterable[tuple[str, str]]) -> None:
@@ -174,10 +218,16 @@ def write_report(directory: str | os.PathLike, results: Sequence[UtteranceResult
 def _write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:
     """UTF-8, one line each, written to a temporary file then renamed into place."""
     path = Path(path)
+    problem = output_problem(path)
+    if problem is not None:
+        raise TranscriptError(f"{path}: {problem}; not written over")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            if "\n" in line or "\r" in line:
-                raise ValueError(f"{path}: a line holds a line break: {line[:80]!r}")
-            f.write(line + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for line in lines:
+                if len((line + "x").splitlines()) > 1:
+                    raise TranscriptError(f"{path}: a line would hold a line break: {line[:80]!r}")
+                f.write(line + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

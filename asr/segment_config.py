@@ -3,7 +3,8 @@ from these defaults without importing torch (seconds faster)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import astuple, dataclass
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class SegmenterConfig:
     block_s: float = 10.0  # seconds of audio read at a time
 
     def __post_init__(self) -> None:
+        if not all(math.isfinite(value) for value in astuple(self)):  # nan passes every comparison below
+            raise ValueError(f"segmenter: every value must be a finite number, got {self}")
         if not 0 < self.frame_s <= 0.1 or not 0 <= self.noise_percentile <= 100:
             raise ValueError(f"segmenter: frame_s must be in (0, 0.1] and noise_percentile in [0, 100], got {self}")
         if self.stop_db > self.start_db:

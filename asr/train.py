@@ -16,7 +16,10 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +29,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from asr import distributed
-from asr.checkpoint import best_step, init_weights, load_first_good, save_checkpoint
+from asr.checkpoint import (
+    best_step,
+    init_weights,
+    load_first_good,
+    load_fitting,
+    remove_stale_temporaries,
+    save_checkpoint,
+    vocab_difference,
+)
 from asr.config import save_config, to_dict
 from asr.data.loader import LoaderConfig, make_loader
 from asr.errors import AsrError
 from asr.features import FrontendConfig
+from asr.files import os_reason, output_folder
 from asr.folder_lock import FolderLock, command_line
 from asr.models.las import LASConfig
 from asr.optim import OptimConfig, Schedule, build_optimizer
@@ -45,6 +57,15 @@ log = logging.getLogger(__name__)
 
 class TrainingError(AsrError):
     """Training cannot go on (for example the loss keeps being non-finite)."""
+
+
+class TrainingStopped(Exception):
+    """A signal (SIGTERM) stopped training at an update boundary, after a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; {checkpoint} holds it: run the "
+                         "same command again to resume")
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,23 @@ class TrainConfig:
     plot_utterances: int = 3  # dev utterances shown in the attention plot
     decode_max_ratio: float = 1.0  # greedy validation decode: max tokens per encoder frame
 
+    def __post_init__(self) -> None:
+        # Written as the values each accepts: nan passes no comparison.
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs} (nothing would be trained)")
+        if self.max_steps < 0 or not 0 <= self.max_minutes < math.inf:
+            raise ValueError(f"train.max_steps and train.max_minutes must be >= 0 (0 = no limit), got "
+                             f"{self.max_steps} and {self.max_minutes}")
+        if self.log_every < 1 or self.max_nonfinite < 1:
+            raise ValueError(f"train.log_every and train.max_nonfinite must be >= 1, got {self.log_every} and "
+                             f"{self.max_nonfinite}")
+        if min(self.validate_every, self.checkpoint_every, self.keep_best, self.plot_utterances,
+               self.ctc_weight_steps) < 0:
+            raise ValueError("train.validate_every, checkpoint_every, keep_best, plot_utterances and "
+                             "ctc_weight_steps must be >= 0")
+        if not 0 < self.decode_max_ratio < math.inf:
+            raise ValueError(f"train.decode_max_ratio must be a positive number, got {self.decode_max_ratio}")
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -118,7 +156,9 @@ class TrainState:
 
 
 def fit(cfg: ExperimentConfig, *, resume: bool | None = None, progress: bool = True) -> Path:
-    """Train according to `cfg`; returns the run directory. resume=None resumes when last.pt exists."""
+    """Train according to `cfg`; returns the run directory. resume=None resumes when last.pt exists.
+
+    Raises TrainingStopped when a SIGTERM stopped the run (after writing a checkpoint to resume from)."""
     trainer = Trainer(cfg, resume=resume, progress=progress)
     try:
         trainer.run()
@@ -133,14 +173,19 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, *, resume: bool | None = None, progress: bool = True) -> None:
         self.cfg = cfg
         self.started = time.monotonic()  # train.max_minutes counts from here
-        self.dist = dist = distributed.setup(cfg.train.device)
+        self.dist = dist = distributed.setup(cfg.train.device, what="train.device")
         self.device = dist.device
         self.run_dir = Path(cfg.out_dir)
         self.lock = self.progress = self.log_file = None
+        self.stop_signal: int | None = None  # set by a SIGTERM: stop at the next update boundary
         if dist.is_main:
-            _check_run_dir(self.run_dir)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            output_folder(self.run_dir, "out_dir")
             self.lock = FolderLock(self.run_dir, command_line())  # a second `asr train` here stops now
+            # Holding the lock, no live write owns a temporary: any there are from a killed run.
+            removed = remove_stale_temporaries(self.run_dir)
+            if removed:
+                log.warning("%s: removed %d temporary file(s) left by an interrupted checkpoint write: %s",
+                            self.run_dir, len(removed), ", ".join(removed[:3]))
         try:
             self._build(resume, progress)
         except BaseException:
@@ -150,8 +195,6 @@ class Trainer:
     def _build(self, resume: bool | None, progress: bool) -> None:
         """Vocabulary, model, optimizer and data; the newest checkpoint's state when resuming."""
         cfg, dist, device = self.cfg, self.dist, self.device
-        if dist.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
         _seed_everything(cfg.train.seed + dist.rank)
 
         self.tokenizer = load_tokenizer(cfg.data.vocab, cfg.data.train, cfg.text)
@@ -162,8 +205,7 @@ class Trainer:
         self.model = build_model(cfg.frontend, cfg.model, self.tokenizer).to(device)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
         self.schedule = Schedule(self.optimizer, cfg.optim, total_steps=cfg.train.max_steps)
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-        self.amp_dtype = amp_dtype if device.type == "cuda" else None  # autocast only on CUDA
+        self.amp_dtype = _amp_dtype(cfg.train.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.state = TrainState()
 
@@ -182,17 +224,20 @@ class Trainer:
         if found is not None:
             path, ckpt = found
             log.info("resuming from %s (step %d)", path, ckpt["train_state"]["step"])
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["train_state"]["optimizer"])
-            self.schedule.load_state_dict(ckpt["train_state"]["schedule"])
-            self.scaler.load_state_dict(ckpt["train_state"]["scaler"])
-            self.state = _restore_state(ckpt["train_state"])
+            self._resume(path, ckpt)
         elif cfg.train.init_from:
             init_weights(self.model, cfg.train.init_from, list(self.tokenizer.symbols))
         elif cfg.frontend.cmvn == "global":
             # Identical on every rank: the same first utterances, read in order, no rank split.
             compute_global_cmvn(self.model, cfg.data.train, limit=cfg.data.cmvn_utterances, device=device)
         self.saved_at = self.state.step if found is not None else -1  # step of the newest checkpoint
+        if dist.is_main:  # only now: a refused resume leaves the run's config as it was
+            try:
+                save_config(cfg, self.run_dir / "config.yaml")
+            except OSError as err:
+                raise TrainingError(f"{self.run_dir / 'config.yaml'}: not written: {os_reason(err)}") from None
+            if found is not None:
+                _trim_log(self.run_dir / "train_log.jsonl", self.state.step)
 
         self.train_model: torch.nn.Module = self.model
         if dist.distributed:
@@ -200,7 +245,12 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.loader = _make_train_loader(cfg, self.tokenizer, dist)
         self.dev_loader = _make_dev_loader(cfg, self.tokenizer) if cfg.data.dev and dist.is_main else None
-        self.log_file = (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.is_main else None
+        if dist.is_main:
+            try:
+                self.log_file = (self.run_dir / "train_log.jsonl").open("a", encoding="utf-8")
+            except OSError as err:
+                where = self.run_dir / "train_log.jsonl"
+                raise TrainingError(f"{where}: cannot be written: {os_reason(err)}") from None
         self.progress = _progress(dist, self.state, cfg) if progress else None
         self.meter = _Throughput()
         if found is not None:
@@ -213,28 +263,95 @@ class Trainer:
             else:
                 _seed_everything(cfg.train.seed + 1000003 * dist.rank + self.state.step)
 
+    def _resume(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Load the run's checkpoint: TrainingError naming it when the config's vocabulary, model or
+        optimizer is not the one it was trained with (the tensors would not fit, or fit wrongly)."""
+        advice = "resume with the run's own settings, choose another out_dir, or pass --no-resume to start afresh"
+        problem = vocab_difference(ckpt.get("vocab", []), list(self.tokenizer.symbols))
+        if problem is not None:
+            raise TrainingError(f"{path}: {problem}; {advice}")
+        load_fitting(self.model, ckpt["model"], path,
+                     hint=f"the config's model is not the one this run trains; {advice}")
+        theirs = (ckpt.get("config") or {}).get("optim", {}).get("name", self.cfg.optim.name)
+        if theirs != self.cfg.optim.name:
+            raise TrainingError(f"{path}: trained with optim.name={theirs}, the config says {self.cfg.optim.name}; "
+                                f"{advice}")
+        saved = ckpt["train_state"]
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.schedule.load_state_dict(saved["schedule"])
+            self.scaler.load_state_dict(saved["scaler"])
+            self.state = _restore_state(saved)
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise TrainingError(f"{path}: its training state does not fit this run ({type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}); {advice}") from None
+
     def run(self) -> None:
-        """Epochs until train.epochs or train.max_steps, validating and checkpointing on the way."""
+        """Epochs until train.epochs or train.max_steps, validating and checkpointing on the way.
+
+        A SIGTERM (single process) stops at the next update boundary: a checkpoint is written and
+        TrainingStopped raised, so the run resumes from that very step."""
         cfg, state = self.cfg, self.state
+        first_step = state.step
         self.model.train()
-        while state.epoch < cfg.train.epochs and not self.finished:
-            self.train_epoch()
-            if self.finished:
-                break
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            if not cfg.train.validate_every:
-                self.validate_and_report()
+        with self._stop_on_sigterm():
+            while state.epoch < cfg.train.epochs and not self.finished:
+                self.train_epoch()
+                if self.finished:
+                    break
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                if not cfg.train.validate_every:
+                    self.validate_and_report()
+        if self.stop_signal is not None:
+            if self.saved_at != state.step:
+                self.checkpoint()
+            stopped = TrainingStopped(self.stop_signal, state.step, self.run_dir / "last.pt")
+            log.warning("%s", stopped)
+            raise stopped
         if self.saved_at != state.step:
             self.validate_and_report()
+        if state.step == first_step and self.dist.is_main:
+            log.warning("nothing was trained: %s", self._why_no_update())
         if self.dist.is_main and (self.loader.skipped or self.loader.dropped):
-            log.warning("the last epoch skipped %d corrupt audio members and dropped %d utterances outside "
-                        "the duration limits", self.loader.skipped, self.loader.dropped)
+            log.warning("the last epoch %s", self.loader.skip_summary())
+
+    def _why_no_update(self) -> str:
+        """Why a run made no update: it resumed at its limits, or no batch came from the data."""
+        train, step = self.cfg.train, self.state.step
+        if step and train.max_steps and step >= train.max_steps:
+            return f"the run resumed at step {step}, which reaches train.max_steps ({train.max_steps}); raise it"
+        if step:
+            return f"the run resumed at epoch {self.state.epoch}, which reaches train.epochs ({train.epochs}); raise it"
+        return f"no batch came from data.train ({self.cfg.data.train})"
+
+    @contextlib.contextmanager
+    def _stop_on_sigterm(self) -> Iterator[None]:
+        """While training, a SIGTERM sets `stop_signal` (a second one kills at once). Single-process
+        runs only: under torchrun the ranks would notice it at different updates."""
+        if self.dist.distributed or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:  # asked twice: stop now, as without the handler
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            self.stop_signal = signum  # only a flag: logging from a handler may re-enter the log
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     @property
     def finished(self) -> bool:
-        """True once train.max_steps updates are done or train.max_minutes of wall time have passed."""
+        """True once train.max_steps updates are done, train.max_minutes of wall time have passed or a
+        SIGTERM asked to stop."""
         train = self.cfg.train
+        if self.stop_signal is not None:
+            return True
         if train.max_steps and self.state.step >= train.max_steps:
             return True
         return bool(train.max_minutes) and time.monotonic() - self.started >= 60.0 * train.max_minutes
@@ -469,9 +586,59 @@ def _progress(dist, state: TrainState, cfg: ExperimentConfig):
 
 
 def _write_log(log_file, record: dict) -> None:
+    """Append one JSON Lines record; TrainingError naming the log when the disk refuses it."""
     if log_file is not None:
-        log_file.write(json.dumps(record) + "\n")
-        log_file.flush()
+        try:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        except OSError as err:
+            raise TrainingError(f"{log_file.name}: not written: {os_reason(err)}") from None
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop the records of the training log after `step`, the step a run resumes from: a run killed
+    after its last checkpoint logged steps that the resumed run logs again."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as err:
+        raise TrainingError(f"{path}: unreadable training log ({err}); move it away to resume") from None
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise TrainingError(f"{path}: not rewritten: {os_reason(err)}") from None
+    log.info("%s: dropped %d record(s) after step %d, logged after the checkpoint this run resumes from", path,
+             len(lines) - len(kept), step)
+
+
+def _logged_step(line: str) -> float:
+    """The step of one log line; infinity for a line cut short by a kill (dropped with the later ones)."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return math.inf
+    return step if isinstance(step, int) else math.inf
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of train.amp on `device`, or None, with a warning where it cannot apply."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        return None
+    if device.type != "cuda":
+        reason = f"mixed precision applies on CUDA only and this run is on {device.type}"
+    elif dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        reason = f"{torch.cuda.get_device_name(device)} does not support bfloat16"
+    else:
+        return dtype
+    log.warning("train.amp=%s has no effect: %s; training in float32", amp, reason)
+    return None
 
 
 def _item(value) -> float | None:
@@ -520,12 +687,6 @@ def _restore_state(saved: dict[str, Any]) -> TrainState:
                       nonfinite_total=saved["nonfinite_total"], nonfinite_run=saved["nonfinite_run"],
                       best=_plain_best(saved["best"]), best_by=saved.get("best_by", "loss"),
                       history=list(saved["history"]))
-
-
-def _check_run_dir(run_dir: Path) -> None:
-    """out_dir must be a folder we may write in (or one we can create)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(f"{run_dir}: out_dir exists and is not a folder")
 
 
 def _checkpoint_candidates(run_dir: Path) -> list[Path]:

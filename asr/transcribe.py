@@ -16,6 +16,7 @@ carrying the error, and the other files go on.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,8 +51,10 @@ class TranscribeOptions:
     max_batch_size: int = 32  # pieces decoded together at most
 
     def __post_init__(self) -> None:
-        if self.batch_seconds <= 0 or self.max_batch_size < 1:
+        if not 0 < self.batch_seconds < math.inf or self.max_batch_size < 1:
             raise ValueError(f"transcribe: batch_seconds and max_batch_size must be positive, got {self}")
+        if self.whole_file_s is not None and not self.whole_file_s >= 0:  # inf: every file whole; nan fails
+            raise ValueError(f"transcribe: whole_file_s must be a number >= 0 (or None), got {self.whole_file_s}")
 
     @property
     def whole_limit(self) -> float:

@@ -52,3 +52,19 @@ def test_overrides_parse_yaml_values(tmp_path):
     assert cfg.inner.size == 9 and cfg.dims == (5, 6) and cfg.extra is None
     with pytest.raises(ConfigError, match="key.sub=value"):
         apply_overrides({}, ["novalue"])
+
+
+def test_exponent_numbers_are_numbers_and_non_finite_ones_refused(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string: where a number is expected it is one (README: --set optim.lr=1e-3)."""
+    (tmp_path / "c.yaml").write_text("name: x\ninner:\n  rate: 5e-4\n")
+    assert load_config(Outer, tmp_path / "c.yaml").inner.rate == 5e-4
+    cfg = load_config(Outer, tmp_path / "c.yaml", ["inner.rate=1e-3", "inner.size=1e3"])
+    assert cfg.inner.rate == 1e-3 and cfg.inner.size == 1000 and isinstance(cfg.inner.size, int)
+    assert load_config(Outer, tmp_path / "c.yaml", ["extra=1e-3"]).extra == "1e-3"  # a string where one is expected
+    for bad, message in [("inner.rate=.nan", "expected a finite number"), ("inner.rate=-.inf", "expected a finite"),
+                         ("inner.rate=1e999", "expected a finite number"), ("inner.size=1.5e0", "expected an integer"),
+                         ("inner.rate=[1,", "not valid YAML")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(Outer, tmp_path / "c.yaml", [bad])
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(Outer, tmp_path)

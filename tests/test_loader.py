@@ -274,6 +274,56 @@ def test_oov_text_is_skipped_not_fatal(synth) -> None:
     assert has_stop > 0 and loader.skipped == has_stop and n == 40 - has_stop
 
 
+def test_too_short_clips_are_skipped_and_counted_apart_from_oov_text(tmp_path, caplog) -> None:
+    """A 1-sample or 3 ms clip would leave the listener no frame and stop training: the loader skips
+    it with a warning naming the file; text outside the vocabulary is counted on its own."""
+    rng = np.random.default_rng(1)
+    rows = {"good": (0.5, "one"), "tiny": (1 / 16000, "one"), "three_ms": (0.003, "two"), "oov": (0.5, "stop")}
+    utts = []
+    for uid, (seconds, text) in rows.items():
+        sf.write(tmp_path / f"{uid}.wav", 0.1 * rng.standard_normal(max(1, round(seconds * 16000))), 16000)
+        utts.append(Utterance(uid, str(tmp_path / f"{uid}.wav"), seconds, text))
+    write_manifest(utts, tmp_path / "m.jsonl")
+    loader = make_loader(tmp_path / "m.jsonl", tokenizer=CharTokenizer.from_texts(["one two"]), **CFG)
+    with caplog.at_level(logging.WARNING):
+        assert [uid for b in loader for uid in b.ids] == ["good"]
+    assert (loader.skipped, loader.skipped_oov) == (3, 1)
+    assert any("tiny.wav" in r.getMessage() and "1 samples" in r.getMessage() for r in caplog.records)
+    assert loader.skip_summary().startswith("skipped 3 samples (2 with unreadable, too short or mislabelled audio, "
+                                            "1 with text outside the vocabulary)")
+    off = make_loader(tmp_path / "m.jsonl", min_audio_seconds=None, duration_tolerance=None, **CFG)
+    assert sorted(uid for b in off for uid in b.ids) == sorted(rows)  # without a tokenizer or a minimum: all
+
+
+def test_whole_file_longer_than_its_manifest_duration_is_skipped(tmp_path, caplog) -> None:
+    sf.write(tmp_path / "a.wav", np.zeros(32000), 16000)
+    sf.write(tmp_path / "b.wav", np.zeros(32000), 16000)
+    utts = [Utterance("a", str(tmp_path / "a.wav"), 0.5, "x"), Utterance("b", str(tmp_path / "b.wav"), 2.0, "x"),
+            Utterance("seg", str(tmp_path / "b.wav"), 0.5, "x", offset=1.0)]  # b.wav serves two: not a whole file
+    write_manifest(utts, tmp_path / "m.jsonl")
+    loader = make_loader(tmp_path / "m.jsonl", **CFG)
+    with caplog.at_level(logging.WARNING):
+        assert sorted(uid for b in loader for uid in b.ids) == ["b", "seg"]
+    assert loader.skipped == 1
+    assert any("a.wav" in r.getMessage() and "the file lasts 2.000 s but the manifest says 0.5 s" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_empty_shard_index_and_bad_loader_numbers_are_errors(tmp_path) -> None:
+    (tmp_path / "x.index.jsonl").write_text('{"total": {"shards": 0, "utterances": 0, "seconds": 0}}\n')
+    with pytest.raises(AsrError, match="no shards to read"):
+        make_loader(tmp_path / "x.index.jsonl")
+    (tmp_path / "m.jsonl").write_text("")
+    with pytest.raises(AsrError, match="empty manifest"):
+        make_loader(tmp_path / "m.jsonl")
+    sf.write(tmp_path / "a.wav", np.zeros(8000), 16000)
+    write_manifest([Utterance("a", str(tmp_path / "a.wav"), 0.5, "x")], tmp_path / "m.jsonl")
+    for name, value in [("batch_seconds", float("nan")), ("duration_tolerance", float("inf")),
+                        ("min_audio_seconds", -1.0)]:
+        with pytest.raises(AsrError, match=name):
+            make_loader(tmp_path / "m.jsonl", **{name: value})
+
+
 # ---- acceptance on real speech ---------------------------------------------------------------
 
 

@@ -13,7 +13,15 @@ import jiwer
 import pytest
 
 from asr.cli import main
-from asr.reports import TranscriptError, detect_format, pair_transcripts, read_transcripts, write_kaldi, write_trn
+from asr.reports import (
+    TranscriptError,
+    detect_format,
+    pair_transcripts,
+    read_transcripts,
+    split_trn,
+    write_kaldi,
+    write_trn,
+)
 from asr.scoring import DELETION_COST, INSERTION_COST, SUBSTITUTION_COST, align, count, score_texts, score_utterance
 
 SCLITE = shutil.which("sctk")
@@ -201,6 +209,23 @@ def test_trn_and_kaldi_round_trip_and_detection(tmp_path):
     # a Kaldi file whose text ends in parentheses only when forced
     (tmp_path / "c.txt").write_text("u1 hello (laughs)\n", encoding="utf-8")
     assert read_transcripts(tmp_path / "c.txt", "kaldi") == {"u1": "hello (laughs)"}
+
+
+def test_trn_ids_with_parentheses_round_trip(tmp_path):
+    """The id is the last parenthesised group of a line, parentheses inside it balanced (evaluate --report)."""
+    items = [("spk(1)-u1", "hello (laughs)"), ("u(2)", ""), ("a b", "x ) y")]
+    write_trn(tmp_path / "a.trn", items)
+    assert read_transcripts(tmp_path / "a.trn") == dict(items)
+    assert split_trn("a (b) (spk(1)-u2)") == ("a (b)", "spk(1)-u2") and split_trn("no id") is None
+    with pytest.raises(TranscriptError, match=r"id 'u\(' cannot be written as a trn id"):
+        write_trn(tmp_path / "b.trn", [("u(", "x")])
+    assert not list(tmp_path.glob(".b.trn.tmp*"))  # no temporary file left behind
+
+
+def test_a_malformed_trn_line_is_named_not_read_as_kaldi(tmp_path):
+    (tmp_path / "ref.trn").write_text("a b (u1)\nbroken line\nc d (u3)\n", encoding="utf-8")
+    with pytest.raises(TranscriptError, match=r"ref.trn:2: not a trn line 'text \(id\)' \(most lines are"):
+        read_transcripts(tmp_path / "ref.trn")
 
 
 def test_transcript_errors_name_the_file_and_line(tmp_path):

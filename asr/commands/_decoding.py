@@ -41,13 +41,32 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
                             "length + 2 (flagged in results.jsonl; 0 = off)")
 
 
+# Float options of the search that must be finite numbers (argparse's float() accepts nan and inf).
+FINITE_SEARCH_OPTIONS = ("ctc_weight", "lm_weight", "length_penalty", "eos_threshold", "min_len_ratio",
+                         "max_len_ratio", "ctc_fallback")
+
+
+def require_finite(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """AsrError naming the first option of `names` given as nan or inf."""
+    import math
+
+    from asr.errors import AsrError
+
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            raise AsrError(f"--{name.replace('_', '-')} {value}: not a finite number")
+
+
 def decode_options(args: argparse.Namespace) -> Any:
     """DecodeOptions from the parsed search arguments."""
     from asr.search import DecodeOptions
 
+    require_finite(args, FINITE_SEARCH_OPTIONS)
     lm_weight = args.lm_weight if args.lm_weight is not None else (0.3 if args.lm else 0.0)
-    return DecodeOptions(decoder=args.decoder, ctc_fallback=args.ctc_fallback, beam_size=args.beam_size, ctc_weight=args.ctc_weight, lm_weight=lm_weight,
-                         length_penalty=args.length_penalty, length_normalize=args.length_normalize,
+    return DecodeOptions(decoder=args.decoder, ctc_fallback=args.ctc_fallback, beam_size=args.beam_size,
+                         ctc_weight=args.ctc_weight, lm_weight=lm_weight, length_penalty=args.length_penalty,
+                         length_normalize=args.length_normalize,
                          eos_threshold=args.eos_threshold, min_len_ratio=args.min_len_ratio,
                          max_len_ratio=args.max_len_ratio, attention_guard=args.attention_guard)
 
@@ -56,14 +75,16 @@ def load_recognizer(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(recognizer, decode options, language model or None) from the parsed arguments."""
     import torch
 
+    from asr.distributed import resolve_device
     from asr.errors import AsrError
     from asr.recognizer import load_model
 
+    if args.threads is not None and args.threads < 1:
+        raise AsrError(f"--threads {args.threads}: give 1 or more (or leave it out for torch's choice)")
+    device = resolve_device(args.device, what="--device")
+    options = decode_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise AsrError(f"--device {args.device}: CUDA is not available on this machine")
-    options = decode_options(args)
-    recognizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    recognizer = load_model(args.model, device=device, dtype=args.dtype)
     lm = recognizer.load_lm(args.lm) if args.lm and options.lm_weight > 0 else None
     return recognizer, options, lm

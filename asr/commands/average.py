@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from asr.checkpoint import CheckpointError, average_checkpoints, best_checkpoints
+    from asr.files import output_file
 
+    output_file(args.out, "--out")  # before reading the checkpoints: a bad target fails at once
     paths: list[Path] = []
     for item in map(Path, args.inputs):
         paths += best_checkpoints(item, args.best) if item.is_dir() else [item]

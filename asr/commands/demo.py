@@ -29,8 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print the scores, one transcript beside its reference, and where the outputs are."""
-    from asr.demo import DemoOptions, format_result, run_demo
+    import math
 
+    from asr.demo import DemoOptions, format_result, run_demo
+    from asr.errors import AsrError
+    from asr.files import output_folder
+
+    # Checked here, before minutes of synthesis, rather than by the training config afterwards.
+    if not 0 < args.minutes < math.inf:
+        raise AsrError(f"--minutes {args.minutes}: give a positive number of minutes")
+    if args.sentences < 1 or args.jobs < 1:
+        raise AsrError(f"--sentences {args.sentences} and --jobs {args.jobs}: give 1 or more")
+    output_folder(args.out, "--out")
     result = run_demo(DemoOptions(out=Path(args.out), minutes=args.minutes, sentences=args.sentences,
                                   data=Path(args.data) if args.data else None, jobs=args.jobs,
                                   overrides=tuple(args.overrides), progress=not args.no_progress))

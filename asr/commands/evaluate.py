@@ -31,8 +31,11 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print the summary (a line, or JSON with --json)."""
     from asr.errors import AsrError
     from asr.evaluate import evaluate
+    from asr.files import output_folder
     from asr.reports import format_summary
 
+    if args.report:
+        output_folder(args.report, "--report")  # before decoding: a bad folder fails at once
     recognizer, options, lm = load_recognizer(args)
     summary = evaluate(recognizer, args.data, options, lm=lm, batch_seconds=args.batch_seconds,
                        max_batch_size=args.max_batch_size, report_dir=args.report, progress=not args.no_progress,

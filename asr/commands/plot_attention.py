@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     from asr.audio import load_audio
     from asr.errors import AsrError
+    from asr.files import output_file
     from asr.plots import plot_attention
     from asr.text import OOVError
 
+    output_file(args.out, "--out")
     recognizer, options, lm = load_recognizer(args)
     wave = load_audio(args.audio, recognizer.sample_rate)
     if args.text is not None:

@@ -30,12 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary; 0 unless a file is unreadable or HYP holds ids that REF lacks."""
+    from asr.files import output_folder
     from asr.reports import UtteranceResult, corpus_summary, format_summary, pair_transcripts, read_transcripts
     from asr.scoring import score_utterance
 
+    if args.report:
+        output_folder(args.report, "--report")  # an existing file or unwritable folder fails before any work
     refs = read_transcripts(args.ref, args.format)
     hyps = read_transcripts(args.hyp, args.format)
-    ids, ref_texts, hyp_texts, missing = pair_transcripts(refs, hyps, hyp_name=args.hyp)
+    ids, ref_texts, hyp_texts, missing = pair_transcripts(refs, hyps, hyp_name=args.hyp, ref_name=args.ref)
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         print(f"asr score: warning: {len(missing)} reference utterance(s) without a hypothesis, scored as empty: "

@@ -20,10 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; a SIGTERM stops at the next update with a checkpoint, and the status is 128 + 15."""
+    import sys
+
     from asr.config import load_config
-    from asr.train import ExperimentConfig, fit
+    from asr.train import ExperimentConfig, TrainingStopped, fit
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
-    run_dir = fit(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        run_dir = fit(cfg, resume=args.resume, progress=not args.no_progress)
+    except TrainingStopped as stopped:
+        print(f"asr train: {stopped}", file=sys.stderr)
+        return 128 + stopped.signum
     print(run_dir)
     return 0

@@ -60,38 +60,48 @@ def segmenter_config(args: argparse.Namespace) -> SegmenterConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Transcribe every file; a file that fails is one error line on stderr, and the exit status is 1."""
-    from pathlib import Path
-
     from tqdm import tqdm
 
+    from asr.commands._decoding import require_finite
     from asr.errors import AsrError
+    from asr.files import os_reason, output_folder
     from asr.transcribe import TranscribeOptions, format_transcript, output_path, transcribe_files
 
     several = len(args.files) > 1
     if several and args.format in ("srt", "vtt") and not args.output_dir:
         raise AsrError(f"--format {args.format} with several files needs --output-dir (one subtitle file each)")
+    require_finite(args, ("max_segment", "min_silence", "pad", "vad_threshold", "batch_seconds"))
     try:
         options = TranscribeOptions(segmenter=segmenter_config(args), batch_seconds=args.batch_seconds)
     except ValueError as err:
         raise AsrError(str(err)) from None
-    recognizer, decode, lm = load_recognizer(args)
     if args.output_dir:
         targets = [output_path(args.output_dir, f, args.format) for f in args.files]
         clash = next((t for t in targets if targets.count(t) > 1), None)
         if clash is not None:
             raise AsrError(f"several inputs would be written to {clash}; give files with distinct names")
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        output_folder(args.output_dir, "--output-dir")  # before the model loads: a bad folder fails at once
+    recognizer, decode, lm = load_recognizer(args)
     failed = 0
-    bar = tqdm(total=round(_seconds_of_audio(args.files), 2), desc="transcribe", file=sys.stderr, delay=1.0,
+    bar = tqdm(total=_seconds_of_audio(args.files), desc="transcribe", file=sys.stderr, delay=1.0,
                disable=args.no_progress, bar_format=PROGRESS_FORMAT)
-    for transcript in transcribe_files(recognizer, args.files, options, decode, lm, on_progress=bar.update):
+
+    def progress(seconds: float) -> None:  # never past the total: tqdm warns "clamping frac" beyond it
+        bar.update(min(seconds, max(0.0, bar.total - bar.n)))
+
+    for transcript in transcribe_files(recognizer, args.files, options, decode, lm, on_progress=progress):
         if transcript.error is not None:
             failed += 1
             print(f"asr transcribe: error: {transcript.error}", file=sys.stderr, flush=True)
             continue
         text = format_transcript(transcript, args.format)
         if args.output_dir:
-            output_path(args.output_dir, transcript.path, args.format).write_text(text, encoding="utf-8")
+            target = output_path(args.output_dir, transcript.path, args.format)
+            try:
+                target.write_text(text, encoding="utf-8")
+            except OSError as err:
+                bar.close()
+                raise AsrError(f"{target}: not written: {os_reason(err)}") from None
         elif several and args.format == "txt":
             print(f"{transcript.path}\t{text}", end="", flush=True)
         else:

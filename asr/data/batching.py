@@ -40,6 +40,7 @@ class Batch:
     target_lengths: torch.Tensor | None = None  # (B,) int64
     skipped: int = 0  # faulty samples the producing worker skipped since its previous batch
     dropped: int = 0  # samples the duration filter dropped since the worker's previous batch
+    oov: int = 0  # of `skipped`: samples whose text holds characters outside the vocabulary
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,15 +57,16 @@ class Batch:
         return self._map_tensors(lambda t: t.pin_memory())
 
 
-def empty_batch(skipped: int, dropped: int) -> Batch:
+def empty_batch(skipped: int, dropped: int, oov: int = 0) -> Batch:
     """A batch of no utterances, carrying only counts (the loader does not yield it)."""
-    return Batch([], torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), [], [], [], skipped=skipped, dropped=dropped)
+    return Batch([], torch.zeros(0, 0), torch.zeros(0, dtype=torch.long), [], [], [], skipped=skipped, dropped=dropped,
+                 oov=oov)
 
 
-def collate(items: Sequence[Decoded], pad_id: int = 0, skipped: int = 0, dropped: int = 0) -> Batch:
+def collate(items: Sequence[Decoded], pad_id: int = 0, skipped: int = 0, dropped: int = 0, oov: int = 0) -> Batch:
     """Pad decoded samples into a Batch; targets only when every item has one."""
     if not items:
-        return empty_batch(skipped, dropped)
+        return empty_batch(skipped, dropped, oov)
     lengths = torch.tensor([d.wave.shape[-1] for d in items], dtype=torch.long)
     waves = torch.zeros(len(items), int(lengths.max()))  # (B, N)
     for i, d in enumerate(items):
@@ -87,6 +89,7 @@ def collate(items: Sequence[Decoded], pad_id: int = 0, skipped: int = 0, dropped
         target_lengths=target_lengths,
         skipped=skipped,
         dropped=dropped,
+        oov=oov,
     )
 
 

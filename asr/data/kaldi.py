@@ -14,6 +14,7 @@ as Kaldi recipes run their scripts from the recipe folder).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def _parse_segment(line: _Line) -> tuple[str, float, float]:
         rec, start, end = fields[0], float(fields[1]), float(fields[2])
     except ValueError:
         raise KaldiError(f"{line.where}: expected 'utt-id rec-id start end', got {line.key} {line.rest!r}") from None
-    if start < 0 or (end != -1 and end <= start):
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or (end != -1 and end <= start):
         raise KaldiError(f"{line.where}: bad segment times start={start} end={end}")
     return rec, start, end
 
@@ -115,6 +116,8 @@ def import_kaldi_dir(directory: str | os.PathLike, *, root: str | os.PathLike | 
             raise KaldiError(f"{directory}: no {name} (not a Kaldi data directory?)")
     recordings = _recording_paths(directory / "wav.scp", root)
     texts = read_table(directory / "text", allow_empty_rest=True)
+    if not texts:
+        raise KaldiError(f"{directory / 'text'}: no utterances (empty file)")
     speakers = read_table(directory / "utt2spk") if (directory / "utt2spk").is_file() else None
     if speakers is not None:
         _check_same(set(texts), "text", set(speakers), "utt2spk")

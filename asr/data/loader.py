@@ -18,8 +18,8 @@ How the data splits over DDP ranks and DataLoader workers (10 shards, 2 ranks,
     w0: s7 s4 s3   w1: s9 s8            w0: s2 s1 s6   w1: s0 s5
 
     in each worker: read tar -> Sample -> duration filter -> shuffle buffer
-      (seed, epoch, rank, worker) -> speed factor -> bucket by duration -> decode,
-      speed perturb, tokenise -> pad
+      (seed, epoch, rank, worker) -> speed factor -> bucket by duration -> decode
+      (too short, broken or OOV samples skipped and counted), speed perturb, tokenise -> pad
     (in a sorted curriculum epoch: no shuffling, and batches go shortest first)
     the DataLoader then takes one batch from each worker in turn (w0, w1, w0, ...)
 
@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -55,7 +57,16 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from asr.data.batching import Batch, bucket_batches, collate, empty_batch, shuffle_buffer
-from asr.data.samples import Counts, Sample, assign_speeds, decode_samples, filter_duration, read_shard, read_utterances
+from asr.data.samples import (
+    MIN_AUDIO_SECONDS,
+    Counts,
+    Sample,
+    assign_speeds,
+    decode_samples,
+    filter_duration,
+    read_shard,
+    read_utterances,
+)
 from asr.data.sources import ResolvedSource, Source, resolve_source
 from asr.errors import AsrError
 from asr.text import CharTokenizer
@@ -80,6 +91,9 @@ class LoaderConfig:
     min_duration: float | None = None  # drop shorter utterances (seconds); counted in `dropped`
     drop_last: bool = False  # drop the partial last batch of each worker (counted in `dropped`)
     duration_tolerance: float | None = 0.1  # skip audio whose length differs more from the declared one (None: off)
+    # Skip (and count) decoded audio shorter than this many seconds: too short for the features and
+    # the listener's time reduction, such a clip would stop training (None: off, e.g. to decode it).
+    min_audio_seconds: float | None = MIN_AUDIO_SECONDS
     # Speed perturbation (Ko et al. 2015): each utterance, each epoch, is played at a factor drawn
     # from these (for example [0.9, 1.0, 1.1]); empty = off. Training loaders only.
     speed_perturb: tuple[float, ...] = ()
@@ -142,7 +156,8 @@ class _EpochStream(IterableDataset):
                 items = sorted(src.utterances, key=lambda u: (u.duration, u.id))
             else:
                 items = epoch_order(src.utterances, cfg.seed, self.epoch, cfg.shuffle)
-            yield from read_utterances(split(items, self.rank, self.world_size, worker, num_workers), src.name)
+            shared = frozenset(a for a, n in Counter(u.audio for u in src.utterances).items() if n > 1)
+            yield from read_utterances(split(items, self.rank, self.world_size, worker, num_workers), src.name, shared)
             return
         shards = epoch_order(src.shards, cfg.seed, self.epoch, cfg.shuffle)
         for shard in split(shards, self.rank, self.world_size, worker, num_workers):
@@ -173,11 +188,17 @@ class _EpochStream(IterableDataset):
             if j * num_workers + worker < self.start:
                 decoded = []
             else:
-                decoded = decode_samples(group, cfg.sample_rate, self.tokenizer, cfg.duration_tolerance, counts)
-            yield True, collate(decoded, pad_id, counts.skipped - sent.skipped, counts.dropped - sent.dropped)
+                decoded = decode_samples(group, cfg.sample_rate, self.tokenizer, cfg.duration_tolerance, counts,
+                                         cfg.min_audio_seconds)
+            yield True, collate(decoded, pad_id, *_since(counts, sent))
             sent = dataclasses.replace(counts)
         if counts != sent:
-            yield False, empty_batch(counts.skipped - sent.skipped, counts.dropped - sent.dropped)
+            yield False, empty_batch(*_since(counts, sent))
+
+
+def _since(counts: Counts, sent: Counts) -> tuple[int, int, int]:
+    """(skipped, dropped, oov) counted since `sent`."""
+    return counts.skipped - sent.skipped, counts.dropped - sent.dropped, counts.oov - sent.oov
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -191,8 +212,9 @@ def _identity(item):
 class StreamingLoader:
     """Iterable of Batch over shards or a manifest for one rank; call set_epoch before each epoch.
 
-    `skipped` (faulty samples) and `dropped` (duration filter, drop_last) count the
-    current pass over the data and are reset when a new pass starts. `position` is
+    `skipped` (faulty samples; `skipped_oov` of them for text outside the vocabulary) and
+    `dropped` (duration filter, drop_last) count the current pass over the data and are
+    reset when a new pass starts. `position` is
     the number of batches of the epoch's order consumed so far (batches whose samples
     all failed count too, though they are not yielded): store it with a checkpoint and
     resume with `iter_from(position)`.
@@ -206,17 +228,28 @@ class StreamingLoader:
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.epoch = 0
         self.skipped = 0
+        self.skipped_oov = 0
         self.dropped = 0
         self.position = 0
         self._check_split()
 
     def _check_split(self) -> None:
         cfg, src = self.config, self.source
-        if cfg.batch_seconds <= 0 or cfg.bucket_buffer < 1 or (cfg.max_batch_size is not None and cfg.max_batch_size < 1):
+        if not cfg.batch_seconds > 0 or cfg.bucket_buffer < 1 or (cfg.max_batch_size is not None and cfg.max_batch_size < 1):
             raise AsrError(f"loader: batch_seconds, bucket_buffer and max_batch_size must be positive ({cfg})")
         if any(not 0.5 <= f <= 2.0 for f in cfg.speed_perturb):
             raise AsrError(f"loader: speed_perturb factors must lie in [0.5, 2], got {list(cfg.speed_perturb)}")
+        if cfg.num_workers < 0 or cfg.prefetch_factor < 1 or cfg.shuffle_buffer < 0 or cfg.sample_rate <= 0:
+            raise AsrError(f"loader: num_workers and shuffle_buffer must be >= 0, prefetch_factor >= 1 and "
+                           f"sample_rate > 0, got {cfg.num_workers}, {cfg.shuffle_buffer}, {cfg.prefetch_factor} "
+                           f"and {cfg.sample_rate}")
+        for name in ("duration_tolerance", "min_audio_seconds", "min_duration", "max_duration"):
+            value = getattr(cfg, name)
+            if value is not None and not 0 <= value < math.inf:
+                raise AsrError(f"loader: {name} must be a finite number of seconds >= 0 or null, got {value}")
         units, what = (len(src.utterances), "utterances") if src.is_manifest else (len(src.shards), "shards")
+        if units == 0:
+            raise AsrError(f"{src.name}: no {what} to read (empty {'manifest' if src.is_manifest else 'shard list'})")
         if units < self.world_size:
             raise AsrError(f"{src.name}: {units} {what} cannot feed {self.world_size} ranks; write more, smaller shards")
         mine = len(range(self.rank, units, self.world_size))
@@ -247,10 +280,11 @@ class StreamingLoader:
             # otherwise, and training must find that RNG exactly as a checkpoint left it.
             generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch),
         )
-        self.skipped = self.dropped = 0
+        self.skipped = self.skipped_oov = self.dropped = 0
         self.position = index = 0
         for formed, batch in loader:
             self.skipped += batch.skipped
+            self.skipped_oov += batch.oov
             self.dropped += batch.dropped
             if not formed:
                 continue
@@ -259,6 +293,13 @@ class StreamingLoader:
                 self.position = index
                 if len(batch):
                     yield batch
+
+    def skip_summary(self) -> str:
+        """What the last pass skipped and dropped, in words, e.g. for the trainer's end-of-run warning."""
+        audio = self.skipped - self.skipped_oov
+        return (f"skipped {self.skipped} samples ({audio} with unreadable, too short or mislabelled audio, "
+                f"{self.skipped_oov} with text outside the vocabulary) and dropped {self.dropped} utterances "
+                "outside the duration limits")
 
 
 def make_loader(

@@ -10,16 +10,20 @@ to the manifest's folder; in memory it is always an absolute path.
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from asr.errors import AsrError
+from asr.files import file_problem, output_problem
 
 REQUIRED_KEYS = ("id", "audio", "duration", "text")
+MAX_SECONDS = 24 * 3600.0  # a longer duration or offset is taken for a unit mistake (ms, samples) or garbage
 
 
 class ManifestError(AsrError):
@@ -44,6 +48,11 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
+def breaks_lines(text: str) -> bool:
+    """True when `text` holds a line break (any that str.splitlines knows) or another control character."""
+    return len((text + "x").splitlines()) > 1 or any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def parse_record(record: object, base: Path) -> Utterance:
     """An Utterance from one decoded JSON line; `base` resolves relative audio paths. Raises ValueError."""
     if not isinstance(record, dict):
@@ -53,20 +62,27 @@ def parse_record(record: object, base: Path) -> Utterance:
         raise ValueError(f"missing key(s) {', '.join(missing)}")
     uid, audio, text = record["id"], record["audio"], record["text"]
     speaker = record.get("speaker")
-    if not isinstance(uid, str) or not uid:
+    if not isinstance(uid, str) or not uid.strip():
         raise ValueError(f"'id' must be a non-empty string, got {uid!r}")
-    if not isinstance(audio, str) or not audio:
-        raise ValueError(f"'audio' must be a non-empty string, got {audio!r}")
+    if breaks_lines(uid):
+        raise ValueError(f"'id' holds a line break or control character: {uid!r}")
+    if uid != uid.strip():
+        raise ValueError(f"'id' has spaces at its ends: {uid!r}")
+    if not isinstance(audio, str) or not audio.strip() or "\0" in audio:
+        raise ValueError(f"'audio' must be a non-empty path without NUL characters, got {audio!r}")
     if not isinstance(text, str):
         raise ValueError(f"'text' must be a string, got {text!r}")
     if speaker is not None and not isinstance(speaker, str):
         raise ValueError(f"'speaker' must be a string or null, got {speaker!r}")
+    if speaker is not None and breaks_lines(speaker):
+        raise ValueError(f"'speaker' holds a line break or control character: {speaker!r}")
     duration = _number(record["duration"])
-    if duration is None or duration <= 0:
-        raise ValueError(f"'duration' must be a positive number of seconds, got {record['duration']!r}")
+    if duration is None or not 0 < duration <= MAX_SECONDS:
+        raise ValueError(f"'duration' must be a positive number of seconds up to {MAX_SECONDS:g}, "
+                         f"got {record['duration']!r}")
     offset = _number(record.get("offset", 0.0))
-    if offset is None or offset < 0:
-        raise ValueError(f"'offset' must be a number >= 0, got {record.get('offset')!r}")
+    if offset is None or not 0 <= offset <= MAX_SECONDS:
+        raise ValueError(f"'offset' must be a number of seconds from 0 to {MAX_SECONDS:g}, got {record.get('offset')!r}")
     path = Path(audio)
     if not path.is_absolute():
         path = base / path
@@ -74,24 +90,43 @@ def parse_record(record: object, base: Path) -> Utterance:
 
 
 def scan_manifest(path: str | os.PathLike) -> tuple[list[Utterance], list[tuple[str, str]]]:
-    """Every well-formed utterance (duplicates included) and ("file:line", problem) per bad line."""
+    """Every well-formed utterance (duplicates included) and ("file:line", problem) per bad line.
+
+    A manifest without a single utterance line is one problem ("file", "empty manifest").
+    """
     path = Path(path)
+    problem = file_problem(path, "manifest")
+    if problem is not None:
+        raise ManifestError(f"{path}: {problem}")
     base = path.resolve().parent
     utterances: list[Utterance] = []
     problems: list[tuple[str, str]] = []
+    lines = 0
     try:
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    problems.append((f"{path}:{line_no}", f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                                                          f"{err.start + 1})"))
+                    lines += 1
+                    continue
                 if not line.strip():
                     continue
+                lines += 1
                 try:
                     utterances.append(parse_record(json.loads(line), base))
                 except json.JSONDecodeError as err:
                     problems.append((f"{path}:{line_no}", f"not valid JSON: {err.msg} (column {err.colno})"))
-                except ValueError as err:
-                    problems.append((f"{path}:{line_no}", str(err)))
-    except (OSError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: cannot read manifest: {err}") from err
+                except (ValueError, RecursionError) as err:
+                    problems.append((f"{path}:{line_no}", str(err) or type(err).__name__))
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read manifest: {err.strerror or err}") from err
+    if lines == 0:
+        problems.append((str(path), "empty manifest (no utterance lines)"))
     return utterances, problems
 
 
@@ -135,18 +170,24 @@ def utterance_record(utt: Utterance, base: Path | None = None) -> dict:
 def write_manifest(utterances: Iterable[Utterance], path: str | os.PathLike) -> int:
     """Write a manifest atomically (temp file + rename); returns the number of lines."""
     path = Path(path)
-    base = path.resolve().parent
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    problem = output_problem(path, "manifest")
+    if problem is not None:
+        raise ManifestError(f"{path}: {problem}; not written over")
     count = 0
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for utt in utterances:
-                f.write(json.dumps(utterance_record(utt, base), ensure_ascii=False) + "\n")
-                count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        base = path.resolve().parent
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for utt in utterances:
+                    f.write(json.dumps(utterance_record(utt, base), ensure_ascii=False) + "\n")
+                    count += 1
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop in the path (Path.resolve)
+        raise ManifestError(f"{path}: cannot write manifest: {getattr(err, 'strerror', None) or err}") from None
     return count

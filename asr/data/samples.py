@@ -3,9 +3,11 @@
 A `Sample` is what flows through shuffling and bucketing: metadata plus the
 still-encoded audio (tar member bytes, or the file path for a manifest), so
 buffers stay small and batches are formed before anything is decoded. Faults
-in the data (a truncated tar, bad json, audio that does not decode, a text
-with characters outside the vocabulary) raise `SampleError` in the pure
-functions; the generators here turn them into a warning and a count.
+in the data (a truncated tar, bad json, audio that does not decode or is too
+short, a whole file longer than its manifest says, a text with characters
+outside the vocabulary) raise `SampleError` in the pure functions; the
+generators here turn them into a warning and a count (texts outside the
+vocabulary counted apart from audio faults).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from dataclasses import dataclass, replace
 import torch
 from webdataset.gopen import gopen
 
-from asr.audio import load_audio, resample
-from asr.data.manifest import Utterance
+from asr.audio import audio_info, load_audio, resample
+from asr.data.manifest import MAX_SECONDS, Utterance, breaks_lines
 from asr.errors import AsrError
 from asr.text import CharTokenizer, OOVError
 
@@ -30,10 +32,18 @@ log = logging.getLogger(__name__)
 
 # what a broken tar stream raises: tarfile, the opener (missing file, failed pipe/curl), decompressors
 STREAM_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, ValueError)
+# Shortest decoded audio worth training on: a few 10 ms frames more than a 25 ms window, what the
+# features and the listener's time reduction need (shorter clips make the model's input empty).
+MIN_AUDIO_SECONDS = 0.1
+DEFAULT_CUT_TOLERANCE = 0.1  # seconds a whole file may exceed its manifest duration when no tolerance is set
 
 
 class SampleError(AsrError):
-    """One sample of a shard or manifest cannot be used."""
+    """One sample of a shard or manifest cannot be used; `text` is True when its transcript is the fault."""
+
+    def __init__(self, message: str, *, text: bool = False) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,9 @@ class ShardSource:
 class Counts:
     """Samples a worker has skipped (faulty) and dropped (duration filter) so far."""
 
-    skipped: int = 0
-    dropped: int = 0
+    skipped: int = 0  # every faulty sample
+    dropped: int = 0  # outside the duration limits, or the partial last batch with drop_last
+    oov: int = 0  # of `skipped`: transcripts with characters outside the vocabulary
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Sample:
     origin: str  # shard URL or manifest path, for messages
     offset: float = 0.0  # start inside the file (manifest segments)
     speed: float = 1.0  # speed perturbation factor applied when decoding (1.0: none)
+    whole_file: bool = False  # a manifest utterance that is its whole file (offset 0, no other utterance uses it)
 
     @property
     def seconds(self) -> float:
@@ -99,7 +111,7 @@ def sample_from_members(key: str, members: dict[str, bytes], origin: str) -> Sam
         raise SampleError(f"{where}: expected one audio member, found {sorted(audio) or 'none'}")
     try:
         meta = json.loads(members["json"].decode("utf-8"))
-        return Sample(
+        sample = Sample(
             key=key,
             id=str(meta["id"]),
             text=str(meta["text"]),
@@ -108,13 +120,21 @@ def sample_from_members(key: str, members: dict[str, bytes], origin: str) -> Sam
             audio=members[audio[0]],
             origin=origin,
         )
-    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:  # JSONDecodeError: ValueError
         raise SampleError(f"{where}: bad json: {err!r}") from err
+    if not sample.id or breaks_lines(sample.id) or (isinstance(sample.speaker, str) and breaks_lines(sample.speaker)):
+        raise SampleError(f"{where}: bad json: an empty id, or an id or speaker with a line break: "
+                          f"{sample.id!r}, {sample.speaker!r}")
+    if not 0 < sample.duration <= MAX_SECONDS:
+        raise SampleError(f"{where}: bad json: 'duration' must be a positive number of seconds up to "
+                          f"{MAX_SECONDS:g}, got {sample.duration!r}")
+    return sample
 
 
-def sample_from_utterance(utt: Utterance, origin: str) -> Sample:
+def sample_from_utterance(utt: Utterance, origin: str, whole_file: bool = False) -> Sample:
     """A manifest utterance as a Sample (audio read from disk when decoded)."""
-    return Sample(utt.id, utt.id, utt.text, utt.duration, utt.speaker, utt.audio, origin, utt.offset)
+    return Sample(utt.id, utt.id, utt.text, utt.duration, utt.speaker, utt.audio, origin, utt.offset,
+                  whole_file=whole_file)
 
 
 class TarStreamError(Exception):
@@ -188,10 +208,11 @@ def read_shard(shard: ShardSource, counts: Counts) -> Iterator[Sample]:
         counts.skipped += shard.utterances - seen
 
 
-def read_utterances(utterances: Iterable[Utterance], origin: str) -> Iterator[Sample]:
-    """Samples of manifest utterances (nothing is read until decoding)."""
+def read_utterances(utterances: Iterable[Utterance], origin: str, shared: frozenset[str] = frozenset()
+                    ) -> Iterator[Sample]:
+    """Samples of manifest utterances (nothing is read until decoding); `shared`: audio paths of several."""
     for utt in utterances:
-        yield sample_from_utterance(utt, origin)
+        yield sample_from_utterance(utt, origin, whole_file=utt.offset == 0 and utt.audio not in shared)
 
 
 def filter_duration(
@@ -206,27 +227,51 @@ def filter_duration(
 
 
 def decode_sample(
-    sample: Sample, sample_rate: int, tokenizer: CharTokenizer | None, tolerance: float | None
+    sample: Sample, sample_rate: int, tokenizer: CharTokenizer | None, tolerance: float | None,
+    min_seconds: float | None = None,
 ) -> Decoded:
-    """Waveform at `sample_rate` and target ids; SampleError when the audio or text is unusable."""
-    where = f"sample {sample.key!r} in {sample.origin}"
+    """Waveform at `sample_rate` and target ids; SampleError when the audio or text is unusable.
+
+    Audio shorter than `min_seconds` is unusable; so is a whole file (manifest) longer than declared
+    by more than `tolerance` (without a tolerance it is cut to the declared length, with a warning).
+    """
+    audio_file = f" ({sample.audio})" if isinstance(sample.audio, str) else ""
+    where = f"sample {sample.key!r}{audio_file} in {sample.origin}"
     target = None
     if tokenizer is not None:
         try:
             target = tokenizer.encode(sample.text, sample.id)
         except OOVError as err:
-            raise SampleError(f"{where}: {err}") from err
+            raise SampleError(f"{where}: text outside the vocabulary: {err}", text=True) from err
     duration = sample.duration if isinstance(sample.audio, str) else None  # manifest: cut the segment
     try:
+        if sample.whole_file:
+            _check_whole_file(sample, where, tolerance)
         wave = load_audio(sample.audio, sample_rate, name=where, offset=sample.offset, duration=duration)
+    except SampleError:
+        raise
     except Exception as err:  # noqa: BLE001 - any decoder failure makes this one sample unusable
         raise SampleError(f"{where}: audio does not decode: {err}") from err
     seconds = wave.shape[-1] / sample_rate
+    if min_seconds is not None and seconds < min_seconds:
+        raise SampleError(f"{where}: audio too short to use: {wave.shape[-1]} samples ({1000 * seconds:.1f} ms, "
+                          f"under {min_seconds:g} s)")
     if tolerance is not None and abs(seconds - sample.duration) > tolerance:
         raise SampleError(f"{where}: audio lasts {seconds:.3f} s but {sample.duration:g} s were declared (truncated?)")
     if sample.speed != 1.0:
         wave = change_speed(wave, sample_rate, sample.speed)
     return Decoded(sample, wave, target)
+
+
+def _check_whole_file(sample: Sample, where: str, tolerance: float | None) -> None:
+    """A manifest utterance that is a whole file must not be shorter than the file (its header says)."""
+    lasts = audio_info(sample.audio, name=where).duration
+    if lasts <= sample.duration + (DEFAULT_CUT_TOLERANCE if tolerance is None else tolerance):
+        return
+    what = f"the file lasts {lasts:.3f} s but the manifest says {sample.duration:g} s"
+    if tolerance is not None:
+        raise SampleError(f"{where}: {what} (give an offset to mark a segment)")
+    log.warning("%s: %s; only the first %g s are read", where, what, sample.duration)
 
 
 def change_speed(wave: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:
@@ -250,14 +295,16 @@ def assign_speeds(samples: Iterable[Sample], factors: tuple[float, ...], rng: ra
 
 
 def decode_samples(
-    samples: Iterable[Sample], sample_rate: int, tokenizer: CharTokenizer | None, tolerance: float | None, counts: Counts
+    samples: Iterable[Sample], sample_rate: int, tokenizer: CharTokenizer | None, tolerance: float | None, counts: Counts,
+    min_seconds: float | None = None,
 ) -> list[Decoded]:
     """decode_sample over a batch, skipping (with a warning) and counting the failures."""
     out = []
     for s in samples:
         try:
-            out.append(decode_sample(s, sample_rate, tokenizer, tolerance))
+            out.append(decode_sample(s, sample_rate, tokenizer, tolerance, min_seconds))
         except SampleError as err:
             log.warning("skipping %s", err)
             counts.skipped += 1
+            counts.oov += err.text
     return out

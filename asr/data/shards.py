@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -33,9 +34,10 @@ from typing import Literal
 import soundfile
 from tqdm import tqdm
 
-from asr.audio import audio_info, load_audio
+from asr.audio import audio_info, load_audio, wav_shortfall
 from asr.data.manifest import Utterance, check_unique_ids
 from asr.errors import AsrError
+from asr.files import file_problem
 from asr.folder_lock import FolderLock, command_line
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,10 @@ def order_utterances(utterances: Sequence[Utterance], order: str, seed: int) -> 
 
 def audio_member(utt: Utterance) -> tuple[str, bytes, float]:
     """(extension, bytes, seconds) of an utterance's audio: the file as stored, or its segment as FLAC."""
+    short = wav_shortfall(utt.audio)
+    if short is not None:
+        log.warning("utterance %r: %s is a truncated WAV (the header declares %d bytes of samples, the file holds %d); "
+                    "stored as it is", utt.id, utt.audio, *short)
     try:
         info = audio_info(utt.audio)
         if utt.offset == 0 and info.duration <= utt.duration + CUT_TOLERANCE:
@@ -165,6 +171,9 @@ def write_index(index: ShardIndex, path: str | os.PathLike) -> None:
 
 def read_index(path: str | os.PathLike) -> ShardIndex:
     """Read an index written by write_index; ShardError when malformed or the totals disagree."""
+    problem = file_problem(path, "shard index")
+    if problem is not None:
+        raise ShardError(f"{path}: {problem}")
     entries, total = [], None
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -175,16 +184,40 @@ def read_index(path: str | os.PathLike) -> ShardIndex:
             continue
         try:
             row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             if "total" in row:
                 total = row["total"]
+                if not isinstance(total, dict):
+                    raise ValueError(f"'total' must be an object, got {total!r}")
+                _count_field(total, "shards", "total")
+                _count_field(total, "utterances", "total")
             else:
-                entries.append(ShardEntry(str(row["shard"]), int(row["utterances"]), float(row["seconds"])))
-        except (ValueError, KeyError, TypeError) as err:
+                seconds = row["seconds"]
+                if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+                    raise ValueError(f"'seconds' must be a finite number >= 0, got {seconds!r}")
+                entries.append(ShardEntry(str(row["shard"]), _count_field(row, "utterances"), float(seconds)))
+        except KeyError as err:
+            raise ShardError(f"{path}:{line_no}: bad index row: missing key {err}") from err
+        except (ValueError, TypeError, RecursionError) as err:
             raise ShardError(f"{path}:{line_no}: bad index row: {err}") from err
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.shard in seen:
+            raise ShardError(f"{path}: shard {entry.shard!r} is listed twice (its samples would be read twice)")
+        seen.add(entry.shard)
     index = ShardIndex(tuple(entries))
     if total is None or total.get("shards") != len(entries) or total.get("utterances") != index.utterances:
         raise ShardError(f"{path}: totals row missing or disagreeing with the shard rows (incomplete index?)")
     return index
+
+
+def _count_field(row: dict, key: str, where: str = "") -> int:
+    """row[key] as a count (an integer >= 0); ValueError naming the key otherwise."""
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"'{where + '.' if where else ''}{key}' must be an integer >= 0, got {value!r}")
+    return value
 
 
 def write_shards(
@@ -200,6 +233,11 @@ def write_shards(
     """Write `utterances` as tar shards of `shard_size` samples and an index; verifies the count at the end."""
     if shard_size < 1:
         raise ShardError(f"shard size must be at least 1, got {shard_size}")
+    if not prefix or prefix.startswith(".") or any(c in prefix for c in "/\\:\n\r\0"):
+        raise ShardError(f"prefix {prefix!r} must be a plain file name start (no folders, ':' or leading '.'), "
+                         "so that the index can name the shards beside it")
+    if not utterances:
+        raise ShardError("no utterances to write")
     check_unique_ids(utterances, "manifest")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

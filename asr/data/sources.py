@@ -22,6 +22,7 @@ from asr.data.manifest import Utterance, read_manifest
 from asr.data.samples import ShardSource
 from asr.data.shards import INDEX_SUFFIX, read_index
 from asr.errors import AsrError
+from asr.files import file_problem
 
 Source = str | os.PathLike | list[str | os.PathLike] | tuple[str | os.PathLike, ...]
 
@@ -48,11 +49,20 @@ def _is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("pipe:")
 
 
+def _check_shard_files(paths: list[str], name: str) -> None:
+    """SourceError naming the first local shard that is not a readable regular file, and how many are not."""
+    bad = [(p, problem) for p in paths for problem in [file_problem(p, "shard file")] if problem is not None]
+    if bad:
+        raise SourceError(f"{name}: {len(bad)} of {len(paths)} shard file(s) not found or not readable, "
+                          f"e.g. {bad[0][0]}: {bad[0][1]}")
+
+
 def _shards_from_urls(urls: list[str], name: str) -> ResolvedSource:
-    expanded = [u for url in urls for u in expand_urls(url)]
-    missing = [u for u in expanded if _is_local(u) and not os.path.isfile(u)]
-    if missing:
-        raise SourceError(f"{name}: {len(missing)} shard file(s) not found, e.g. {missing[0]}")
+    try:
+        expanded = [u for url in urls for u in expand_urls(url)]
+    except ValueError as err:  # a malformed brace pattern
+        raise SourceError(f"{name}: not a valid shard pattern: {err}") from None
+    _check_shard_files([u for u in expanded if _is_local(u)], name)
     if not expanded:
         raise SourceError(f"{name}: no shards")
     return ResolvedSource(name, shards=tuple(ShardSource(u, local=_is_local(u)) for u in expanded))
@@ -71,9 +81,9 @@ def _shards_from_index(path: Path) -> ResolvedSource:
     folder = path.resolve().parent
     shards = tuple(ShardSource(str(folder / _check_shard_name(path, e.shard)), e.utterances, local=True)
                    for e in index.shards)
-    missing = [s.url for s in shards if not os.path.isfile(s.url)]
-    if missing:
-        raise SourceError(f"{path}: {len(missing)} indexed shard(s) not found, e.g. {missing[0]}")
+    if not shards:
+        raise SourceError(f"{path}: no shards to read (the index lists none)")
+    _check_shard_files([s.url for s in shards], str(path))
     return ResolvedSource(str(path), shards=shards)
 
 

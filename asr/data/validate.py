@@ -20,17 +20,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from asr.audio import AudioError, audio_info, load_audio
+from asr.audio import AudioError, audio_info, load_audio, wav_shortfall
 from asr.data.manifest import Utterance, scan_manifest
-from asr.text import CharTokenizer, OOVError
+from asr.data.samples import MIN_AUDIO_SECONDS
+from asr.files import file_problem
+from asr.text import CharTokenizer, OOVError, TextNormalizer
 
 # fault kind -> what it means, in report order
 FAULT_KINDS: dict[str, str] = {
-    "bad_line": "malformed manifest lines",
+    "bad_line": "malformed manifest lines (or an empty manifest)",
     "duplicate_id": "ids used by more than one line",
-    "missing_file": "audio file does not exist",
+    "missing_file": "audio file does not exist or is not a regular file",
     "unreadable_audio": "audio cannot be decoded",
-    "empty_text": "transcript is empty",
+    "truncated_audio": "audio file holds less than its header declares",
+    "too_short": f"audio shorter than {MIN_AUDIO_SECONDS:g} s (training skips it)",
+    "empty_text": "transcript is empty after normalisation",
     "duration_mismatch": "manifest duration differs from the audio",
     "oov": "characters outside the vocabulary",
 }
@@ -86,9 +90,12 @@ class ValidationReport:
 
 
 def check_text(utt: Utterance, tokenizer: CharTokenizer | None) -> list[Fault]:
-    """Empty or out-of-vocabulary transcripts."""
+    """Empty (after normalisation: the tokenizer's, else the default) or out-of-vocabulary transcripts."""
     if not utt.text.strip():
         return [Fault("empty_text", utt.id, "empty transcript")]
+    normalized = tokenizer.normalize(utt.text) if tokenizer is not None else TextNormalizer().normalize(utt.text)
+    if not normalized:
+        return [Fault("empty_text", utt.id, f"transcript {utt.text[:40]!r} is empty after normalisation")]
     if tokenizer is not None:
         try:
             tokenizer.encode(utt.text, utt.id)
@@ -98,9 +105,10 @@ def check_text(utt: Utterance, tokenizer: CharTokenizer | None) -> list[Fault]:
 
 
 def check_audio(utt: Utterance, whole_file: bool, tolerance: float) -> list[Fault]:
-    """Missing file, audio that does not decode, or a duration that disagrees with the audio."""
-    if not os.path.isfile(utt.audio):
-        return [Fault("missing_file", utt.id, f"no such file: {utt.audio}")]
+    """Missing file, audio that does not decode, is truncated or too short, or a duration that disagrees."""
+    problem = file_problem(utt.audio, "file")
+    if problem is not None:
+        return [Fault("missing_file", utt.id, f"{utt.audio}: {problem}")]
     try:
         info = audio_info(utt.audio)
         # decode at the file's own rate: only decodability and length matter here
@@ -109,6 +117,12 @@ def check_audio(utt: Utterance, whole_file: bool, tolerance: float) -> list[Faul
     except Exception as err:  # any decoder failure is a fault to report, not a crash
         return [Fault("unreadable_audio", utt.id, str(err) if isinstance(err, AudioError) else f"{utt.audio}: {err!r}")]
     seconds = wave.shape[-1] / info.sample_rate
+    short = wav_shortfall(utt.audio)
+    if short is not None:
+        return [Fault("truncated_audio", utt.id, f"{utt.audio}: the WAV header declares {short[0]} bytes of "
+                                                 f"samples, the file holds {short[1]}")]
+    if seconds < MIN_AUDIO_SECONDS:
+        return [Fault("too_short", utt.id, f"{utt.audio}: {wave.shape[-1]} samples ({seconds * 1000:.1f} ms)")]
     if seconds < utt.duration - tolerance:
         where = f" after offset {utt.offset:g} s" if utt.offset else ""
         return [Fault("duration_mismatch", utt.id, f"manifest says {utt.duration:g} s, audio has {seconds:.3f} s{where}")]
