@@ -27,7 +27,7 @@ TEMPORARY = re.compile(r"\.(last|best-step\d+)\.pt\.\w+\.tmp")
 # Config entries that make two checkpoints' models the same network reading the same features;
 # the entries named in TRAINING_ONLY act in training mode only and may differ.
 MODEL_SECTIONS = ("frontend", "model", "text")
-TRAINING_ONLY = re.compile(r"frontend\.(specaug|silence_pad|vtlp)(\..*)?|frontend\.features\.dither|"
+TRAINING_ONLY = re.compile(r"frontend\.(specaug|silence_pad|level_noise|vtlp)(\..*)?|frontend\.features\.dither|"
                            r"model\.label_smoothing|.*\.dropout")
 log = logging.getLogger(__name__)
 

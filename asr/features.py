@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from asr.level_noise import LevelNoise, LevelNoiseConfig
 from asr.silence_pad import SilencePad, SilencePadConfig
 from asr.vtlp import VTLP, VTLPConfig
 
@@ -58,6 +59,8 @@ class FeatureConfig:
     dither: float = 0.0  # fbank/mfcc: std of Gaussian noise added to each frame, in int16 units, training mode only
     input_scale: float = INT16_SCALE  # fbank/mfcc: waves are multiplied by this (int16 units, as Kaldi); 1.0 keeps them
     energy_floor: float = 1.0  # mfcc: floor on the frame energy replacing C0 (Kaldi's advice when dither is 0)
+    mel_floor: float = 0.0  # fbank/mfcc: floor on mel energies before the log, int16 units (0 = Kaldi's FLT_EPSILON);
+    # ~50 is the level of one-LSB noise: digital silence and sub-LSB codec noise then read alike
     use_energy: bool = True  # mfcc: replace C0 by the log frame energy (Kaldi default)
     raw_energy: bool = True  # mfcc: energy before preemphasis and window (Kaldi default)
     cepstral_lifter: float = 22.0  # mfcc: lifter coefficient Q (0 = none)
@@ -82,8 +85,8 @@ class FeatureConfig:
             raise ValueError(f"n_mfcc must be in [1, n_mels={self.n_mels}], got {self.n_mfcc}")
         if not 0.0 <= self.preemphasis <= 1.0:
             raise ValueError(f"preemphasis must be in [0, 1], got {self.preemphasis}")
-        if self.dither < 0 or self.input_scale <= 0 or self.log_offset < 0:
-            raise ValueError("dither and log_offset must be >= 0 and input_scale > 0")
+        if self.dither < 0 or self.input_scale <= 0 or self.log_offset < 0 or not self.mel_floor >= 0:
+            raise ValueError("dither, log_offset and mel_floor must be >= 0 and input_scale > 0")
 
     @property
     def high_hz(self) -> float:
@@ -245,6 +248,7 @@ class Fbank(nn.Module):
         self._sparse_mel: Tensor | None = None  # (M, K) sparse copy of mel_banks.T, made on first CPU use
         self.first_weight = float(window[0] * cfg.input_scale)  # scaled window at column 0 (0 for povey, hanning)
         self.cpu_chunks = True  # CPU: cache-sized chunks and a sparse mel product (False: the one-pass GPU path)
+        self.mel_floor = max(cfg.mel_floor, FLT_EPSILON)  # mel energies below it read as it
 
     @property
     def output_dim(self) -> int:
@@ -380,10 +384,10 @@ class Fbank(nn.Module):
         squares = torch.view_as_real(spectrum).square_()  # (R, K, 2): re^2, im^2
         re, im = squares[..., 0], squares[..., 1]
         if not sparse:
-            return (torch.add(re, im) @ self.mel_banks).clamp_min_(FLT_EPSILON).log_()
+            return (torch.add(re, im) @ self.mel_banks).clamp_min_(self.mel_floor).log_()
         # CPU: the mel filters are a sparse matrix applied to the transposed power spectrum
         power_t = torch.add(re.T, im.T, out=_scratch("power", (K, R), frames.dtype))  # (K, R)
-        mel_t = torch.sparse.mm(self._sparse_mel_banks(), power_t).clamp_min_(FLT_EPSILON).log_()  # (M, R)
+        mel_t = torch.sparse.mm(self._sparse_mel_banks(), power_t).clamp_min_(self.mel_floor).log_()  # (M, R)
         # copy_ of a transposed matrix into a contiguous one is a blocked transpose
         return _scratch("mel", (R, mel_t.shape[0]), frames.dtype).copy_(mel_t.T)
 
@@ -829,6 +833,7 @@ class FrontendConfig:
     cmvn: Literal["global", "utterance", "none"] = "global"  # corpus stats in the model, per utterance mean, or none
     specaug: SpecAugmentConfig | None = None  # SpecAugment in training mode; None = off
     silence_pad: SilencePadConfig | None = None  # quiet noise around each wave in training mode; None = off
+    level_noise: LevelNoiseConfig | None = None  # random level and noise floor in training mode; None = off
     vtlp: VTLPConfig | None = None  # vocal tract length perturbation of the log-mel bands in training mode; None = off
 
     def __post_init__(self) -> None:
@@ -858,6 +863,7 @@ class Frontend(nn.Module):
         self.specaug = SpecAugment(cfg.specaug) if cfg.specaug is not None else None
         self.silence_pad = (SilencePad(cfg.silence_pad, cfg.features.sample_rate)
                             if cfg.silence_pad is not None else None)
+        self.level_noise = LevelNoise(cfg.level_noise) if cfg.level_noise is not None else None
         f = cfg.features
         self.vtlp = VTLP(cfg.vtlp, f.n_mels, f.low_freq, f.high_hz, f.sample_rate) if cfg.vtlp is not None else None
 
@@ -874,6 +880,8 @@ class Frontend(nn.Module):
 
     def forward(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, N) waves, (B,) lengths in samples -> (B, T, F) features, (B,) frame lengths."""
+        if self.level_noise is not None:
+            waves, lengths = self.level_noise(waves, lengths)
         if self.silence_pad is not None:
             waves, lengths = self.silence_pad(waves, lengths)
         feats, frame_lengths = self.features(waves, lengths)

@@ -262,10 +262,19 @@ def wave_energies(wave: np.ndarray | torch.Tensor, sample_rate: int, cfg: Segmen
 
 
 def is_silent(wave: np.ndarray | torch.Tensor, sample_rate: int, cfg: SegmenterConfig = SegmenterConfig()) -> bool:
-    """True when no frame of a mono waveform (N,) reaches min_floor_db + start_db (dBFS): nothing in
-    it could start speech over the quietest floor the segmenter allows (digital silence, a faint hiss)."""
+    """True when nothing in a short mono waveform (N,) could start speech: no frame reaches
+    min_floor_db + start_db (dBFS), and none rises start_db above the file's own floor (its
+    noise_percentile frame energy, at least quiet_floor_db). The second test keeps a quiet
+    recording (a 16-bit file turned down 40 dB: speech near -80 dBFS over digital silence) from
+    reading as silence, while a faint steady hiss or digital silence stays silent."""
     e = wave_energies(wave, sample_rate, cfg)
-    return e.size == 0 or float(e.max()) < cfg.min_floor_db + cfg.start_db
+    if e.size == 0:
+        return True
+    top = float(e.max())
+    if top >= cfg.min_floor_db + cfg.start_db:
+        return False
+    own_floor = max(float(np.percentile(e, cfg.noise_percentile)), cfg.quiet_floor_db)
+    return top < own_floor + cfg.start_db
 
 
 def segment_wave(wave: np.ndarray | torch.Tensor, sample_rate: int, cfg: SegmenterConfig = SegmenterConfig()

@@ -14,6 +14,8 @@ class SegmenterConfig:
     frame_s: float = 0.01  # analysis frame (non-overlapping), also the time resolution of the boundaries
     noise_percentile: float = 10.0  # the noise floor is this percentile of the file's frame energies
     min_floor_db: float = -75.0  # the floor never goes below this (dBFS): digital silence + a rustle is not speech
+    quiet_floor_db: float = -100.0  # a short file below min_floor_db + start_db is speech when it rises start_db
+    # above its own floor (never taken below this): a recording turned down 40 dB is still speech
     start_db: float = 12.0  # speech starts when a frame is this far above the floor (upper hysteresis threshold)
     stop_db: float = 6.0  # ... and continues while frames stay this far above it (lower threshold)
     min_speech_s: float = 0.1  # shorter bursts (clicks, bumps) are dropped; quickly said short words last 0.1-0.2 s

@@ -440,3 +440,20 @@ def test_cuda_matches_cpu():
         assert b.dtype == torch.float32 and torch.equal(la, lb.cpu())
         assert (a - b.cpu()).abs().max() < 1e-2
         gpu.train()(waves.cuda(), lengths.cuda())  # SpecAugment and dither run on the device too
+
+
+def test_mel_floor_makes_digital_silence_and_sub_lsb_noise_read_alike() -> None:
+    """Kaldi floors mel energies at FLT_EPSILON: digital zeros read ~20 nats below one-LSB noise.
+    With `mel_floor` both read as the floor, and bands above it are Kaldi's values unchanged."""
+    torch.manual_seed(0)
+    speech = 0.1 * torch.randn(1, 8000)
+    quiet = torch.cat([speech, torch.zeros(1, 8000)], dim=1)  # speech, then digital silence
+    noisy = torch.cat([speech, torch.randn(1, 8000) * 0.1 / 32768], dim=1)  # speech, then sub-LSB noise
+    lengths = torch.tensor([16000])
+    kaldi = build_features(FeatureConfig(n_mels=40)).eval()
+    floored = build_features(FeatureConfig(n_mels=40, mel_floor=200.0)).eval()
+    gap = lambda f: float((f(noisy, lengths)[0][0, -20:] - f(quiet, lengths)[0][0, -20:]).abs().max())  # noqa: E731
+    assert gap(kaldi) > 10.0 and gap(floored) < 1e-5
+    assert torch.allclose(floored(speech, torch.tensor([8000]))[0], kaldi(speech, torch.tensor([8000]))[0])
+    ref = K.fbank(quiet * 32768, num_mel_bins=40, dither=0.0)  # the default is Kaldi's, digital zeros and all
+    assert torch.allclose(kaldi(quiet, lengths)[0][0], ref, atol=1e-3)

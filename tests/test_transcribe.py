@@ -130,6 +130,21 @@ def test_is_silent_draws_the_line_at_the_level_speech_can_start():
     assert is_silent(np.zeros(10), SR, cfg)  # not even half a frame
 
 
+def test_a_recording_turned_down_40_db_is_still_speech_but_a_steady_hiss_is_not():
+    """Below the absolute line, a file is speech when it rises start_db above its own floor: a quiet
+    speaker's 16-bit file at x0.01 (bursts near -80 dBFS over digital silence) is not silent."""
+    from asr.segment import is_silent
+
+    rng = np.random.default_rng(5)
+    burst = np.zeros(SR)
+    burst[4000:9000] = speech_like(rng, 5000 / SR) * 10 ** (-80 / 20) / 0.3
+    quantised = np.round(burst * 32768) / 32768  # what a 16-bit file holds: zeros around the speech
+    assert 20 * np.log10(np.abs(quantised).max()) < -70
+    assert not is_silent(quantised, SR)
+    assert is_silent(10 ** (-80 / 20) * rng.standard_normal(SR), SR)  # flat: never start_db above itself
+    assert is_silent(np.zeros(SR), SR)
+
+
 def test_stereo_44k_gives_the_transcript_of_its_16k_mono_mixdown(recognizer, files, tmp_path, one_thread):
     mono16 = load_audio(files["stereo"], SR)
     sf.write(tmp_path / "mono16.wav", mono16.numpy(), SR, subtype="FLOAT")
