@@ -143,16 +143,20 @@ def misfit(model: torch.nn.Module, state: Any) -> str | None:
     """Why the weights `state` do not fit `model` (the first differing tensor name or shape); None if they do."""
     if not isinstance(state, dict):
         return f"its weights are a {type(state).__name__}, not a dict of tensors"
-    mine = model.state_dict()
-    for key in sorted(set(state) ^ set(mine)):
-        where = "the checkpoint" if key in state else "the model the config builds"
-        return f"tensor {key} exists only in {where}"
+    return state_difference(model.state_dict(), state, "the model the config builds", "the checkpoint", "the model")
+
+
+def state_difference(mine: dict[str, Any], theirs: dict[str, Any], mine_name: str, theirs_name: str,
+                     mine_short: str) -> str | None:
+    """The first way the weights `theirs` differ from `mine`: a tensor in one only, a non-tensor, another shape."""
+    for key in sorted(set(theirs) ^ set(mine)):
+        return f"tensor {key} exists only in {theirs_name if key in theirs else mine_name}"
     for key, value in mine.items():
-        theirs = state[key]
-        if not torch.is_tensor(theirs):
-            return f"entry {key} is a {type(theirs).__name__}, not a tensor"
-        if tuple(theirs.shape) != tuple(value.shape):
-            return f"tensor {key} has shape {tuple(theirs.shape)} there and {tuple(value.shape)} in the model"
+        other = theirs[key]
+        if not torch.is_tensor(other):
+            return f"entry {key} is a {type(other).__name__}, not a tensor"
+        if tuple(other.shape) != tuple(value.shape):
+            return f"tensor {key} has shape {tuple(other.shape)} there and {tuple(value.shape)} in {mine_short}"
     return None
 
 
@@ -219,12 +223,9 @@ def _check_finite(state: Any, path: str | Path) -> None:
 
 def _difference(first: dict[str, Any], other: dict[str, Any]) -> str | None:
     """The first way `other`'s network differs from `first`'s (tensors, vocabulary, model config); None if none."""
-    mine, theirs = first["model"], other["model"]
-    for key in sorted(set(mine) ^ set(theirs)):
-        return f"tensor {key} exists in only one of them"
-    for key, tensor in mine.items():
-        if tuple(theirs[key].shape) != tuple(tensor.shape):
-            return f"tensor {key} has shape {tuple(theirs[key].shape)} there and {tuple(tensor.shape)} in the other"
+    problem = state_difference(first["model"], other["model"], "the other", "this one", "the other")
+    if problem is not None:
+        return problem
     if list(first.get("vocab", [])) != list(other.get("vocab", [])):
         return "their vocabularies differ"
     changed = config_changes(_model_config(first), _model_config(other))
